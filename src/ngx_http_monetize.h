@@ -1,0 +1,42 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#ifndef _NGX_HTTP_MONETIZE_H_INCLUDED_
+#define _NGX_HTTP_MONETIZE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#if !(NGX_THREADS)
+#error nginx-monetize hashes passwords in a thread pool: build nginx --with-threads
+#endif
+
+#include "ngx_http_monetize_pg.h"
+
+
+typedef struct {
+    ngx_http_monetize_pg_pool_t  *pg;
+    ngx_str_t                     key_secret;
+    ngx_str_t                     key_prefix;
+    ngx_int_t                     signup_credits;
+    ngx_int_t                     bcrypt_cost;
+    ngx_str_t                     thread_pool_name;
+    ngx_thread_pool_t            *thread_pool;
+    size_t                        max_body_size;
+    ngx_flag_t                    api_used;
+} ngx_http_monetize_main_conf_t;
+
+
+char *ngx_http_monetize_conf_secret(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_str_t *out);
+
+
+extern ngx_module_t  ngx_http_monetize_module;
+
+
+#endif /* _NGX_HTTP_MONETIZE_H_INCLUDED_ */

@@ -1,0 +1,591 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize_api.h"
+
+
+/*
+ * The management API: "location /v1/ { monetize_api; }". Routes the path
+ * below the location, reads and parses a JSON body where the route takes
+ * one, authenticates the caller where the route needs it, and carries the
+ * request through asynchronous work (PostgreSQL, the thread pool) to its
+ * answer.
+ */
+
+
+typedef struct {
+    ngx_str_t                          path;     /* "{id}" is one segment */
+    ngx_uint_t                         method;
+    unsigned                           body:1;
+    unsigned                           auth:1;
+    ngx_http_monetize_api_handler_pt   handler;
+} ngx_http_monetize_api_route_t;
+
+
+static ngx_int_t ngx_http_monetize_api_route(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_api_route_t **route);
+static ngx_uint_t ngx_http_monetize_api_match(ngx_str_t *pattern,
+    ngx_str_t *path, ngx_str_t *id);
+static ngx_int_t ngx_http_monetize_api_not_allowed(ngx_http_request_t *r,
+    ngx_uint_t methods);
+static json_t *ngx_http_monetize_api_check_body(ngx_http_request_t *r);
+static void ngx_http_monetize_api_body_read(ngx_http_request_t *r);
+static json_t *ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+static ngx_int_t ngx_http_monetize_api_start(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+static void ngx_http_monetize_api_query_done(ngx_http_monetize_pg_query_t *q);
+static ngx_int_t ngx_http_monetize_health_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+static ngx_int_t ngx_http_monetize_health_result(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
+
+
+static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
+
+    { ngx_string("health"), NGX_HTTP_GET, 0, 0,
+      ngx_http_monetize_health_handler },
+
+    { ngx_string("register"), NGX_HTTP_POST, 1, 0,
+      ngx_http_monetize_register_handler },
+
+    { ngx_string("verify_credits"), NGX_HTTP_GET, 0, 1,
+      ngx_http_monetize_balance_handler },
+
+    { ngx_string("credits"), NGX_HTTP_GET, 0, 1,
+      ngx_http_monetize_balance_handler },
+
+    { ngx_null_string, 0, 0, 0, NULL }
+};
+
+
+static ngx_str_t  ngx_http_monetize_method_names[] = {
+    ngx_string("GET"), ngx_string("POST"), ngx_string("PATCH"),
+    ngx_string("PUT"), ngx_string("DELETE")
+};
+
+static ngx_uint_t  ngx_http_monetize_method_bits[] = {
+    NGX_HTTP_GET, NGX_HTTP_POST, NGX_HTTP_PATCH, NGX_HTTP_PUT,
+    NGX_HTTP_DELETE
+};
+
+
+ngx_int_t
+ngx_http_monetize_api_handler(ngx_http_request_t *r)
+{
+    json_t                         *error;
+    ngx_int_t                       rc;
+    ngx_http_monetize_api_ctx_t    *ctx;
+    ngx_http_monetize_api_route_t  *route;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_monetize_api_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_monetize_module);
+
+    route = NULL;
+    rc = ngx_http_monetize_api_route(r, ctx, &route);
+
+    if (rc != NGX_OK || !route->body) {
+
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        rc = ngx_http_monetize_api_start(r, ctx);
+
+        if (rc == NGX_DONE) {
+            r->main->count++;
+        }
+
+        return rc;
+    }
+
+    error = ngx_http_monetize_api_check_body(r);
+
+    if (error) {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            json_decref(error);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_monetize_send_json(r, NGX_HTTP_BAD_REQUEST, error);
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_monetize_api_body_read);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_monetize_api_route(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_api_route_t **route)
+{
+    ngx_uint_t                      method, allowed;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_monetize_api_route_t  *rt;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    ctx->path = r->uri;
+
+    if (ctx->path.len >= clcf->name.len
+        && ngx_strncmp(ctx->path.data, clcf->name.data, clcf->name.len) == 0)
+    {
+        ctx->path.data += clcf->name.len;
+        ctx->path.len -= clcf->name.len;
+    }
+
+    while (ctx->path.len && ctx->path.data[0] == '/') {
+        ctx->path.data++;
+        ctx->path.len--;
+    }
+
+    if (ctx->path.len && ctx->path.data[ctx->path.len - 1] == '/') {
+        ctx->path.len--;
+    }
+
+    method = (r->method == NGX_HTTP_HEAD) ? NGX_HTTP_GET : r->method;
+    allowed = 0;
+
+    for (rt = ngx_http_monetize_api_routes; rt->handler; rt++) {
+
+        if (!ngx_http_monetize_api_match(&rt->path, &ctx->path, &ctx->id)) {
+            continue;
+        }
+
+        if (rt->method == method) {
+            *route = rt;
+            ctx->next = rt->handler;
+            ctx->authenticate = rt->auth;
+            return NGX_OK;
+        }
+
+        allowed |= rt->method;
+    }
+
+    if (allowed) {
+        return ngx_http_monetize_api_not_allowed(r, allowed);
+    }
+
+    return ngx_http_monetize_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such endpoint");
+}
+
+
+static ngx_uint_t
+ngx_http_monetize_api_match(ngx_str_t *pattern, ngx_str_t *path,
+    ngx_str_t *id)
+{
+    u_char  *p, *pe, *u, *ue, *seg;
+
+    p = pattern->data;
+    pe = p + pattern->len;
+    u = path->data;
+    ue = u + path->len;
+
+    while (p < pe && u < ue) {
+
+        if (pe - p >= 4 && ngx_strncmp(p, "{id}", 4) == 0) {
+            seg = u;
+
+            while (u < ue && *u != '/') {
+                u++;
+            }
+
+            id->data = seg;
+            id->len = u - seg;
+            p += 4;
+            continue;
+        }
+
+        if (*p++ != *u++) {
+            return 0;
+        }
+    }
+
+    return p == pe && u == ue;
+}
+
+
+static ngx_int_t
+ngx_http_monetize_api_not_allowed(ngx_http_request_t *r, ngx_uint_t methods)
+{
+    u_char      *p;
+    ngx_str_t    allow;
+    ngx_uint_t   i;
+
+    allow.data = ngx_pnalloc(r->pool, sizeof("GET, POST, PATCH, PUT, DELETE"));
+    if (allow.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = allow.data;
+
+    for (i = 0; i < sizeof(ngx_http_monetize_method_bits)
+                    / sizeof(ngx_uint_t); i++)
+    {
+        if (methods & ngx_http_monetize_method_bits[i]) {
+            if (p != allow.data) {
+                *p++ = ',';
+                *p++ = ' ';
+            }
+
+            p = ngx_cpymem(p, ngx_http_monetize_method_names[i].data,
+                           ngx_http_monetize_method_names[i].len);
+        }
+    }
+
+    allow.len = p - allow.data;
+
+    if (ngx_http_monetize_set_header(r, "Allow", &allow) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_monetize_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                        "method_not_allowed",
+                                        "use %*s on this endpoint",
+                                        (int) allow.len, allow.data);
+}
+
+
+/* Returns the error to answer, or NULL when the body may be read. */
+
+static json_t *
+ngx_http_monetize_api_check_body(ngx_http_request_t *r)
+{
+    u_char                         *p, *last;
+    ngx_str_t                       type;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    if (r->headers_in.content_length_n > (off_t) mcf->max_body_size) {
+        return ngx_http_monetize_error_body("body_too_large",
+                                            "the body may have at most "
+                                            "%zu bytes", mcf->max_body_size);
+    }
+
+    if (r->headers_in.content_length_n == 0) {
+        return NULL;
+    }
+
+    if (r->headers_in.content_type) {
+        type = r->headers_in.content_type->value;
+        last = type.data + type.len;
+
+        for (p = type.data; p < last && *p != ';' && *p != ' '; p++) {
+            /* void */
+        }
+
+        if ((size_t) (p - type.data) == sizeof("application/json") - 1
+            && ngx_strncasecmp(type.data, (u_char *) "application/json",
+                               sizeof("application/json") - 1) == 0)
+        {
+            return NULL;
+        }
+    }
+
+    return ngx_http_monetize_error_body("invalid_request",
+                                        "send the body as "
+                                        "Content-Type: application/json");
+}
+
+
+static void
+ngx_http_monetize_api_body_read(ngx_http_request_t *r)
+{
+    json_t                       *error;
+    ngx_int_t                     rc;
+    ngx_http_monetize_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_module);
+
+    error = ngx_http_monetize_api_parse_body(r, ctx);
+
+    if (error) {
+        ngx_http_finalize_request(r,
+            ngx_http_monetize_send_json(r, NGX_HTTP_BAD_REQUEST, error));
+        return;
+    }
+
+    if (ctx->body == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_monetize_api_start(r, ctx);
+
+    if (rc == NGX_DONE) {
+        /* the reference taken by the body reader now belongs to that work */
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/*
+ * Sets ctx->body (NULL only when out of memory) or returns the error to
+ * answer.
+ */
+
+static json_t *
+ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx)
+{
+    u_char                         *p;
+    size_t                          len;
+    ngx_str_t                       text;
+    ngx_chain_t                    *cl;
+    json_error_t                    error;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    len = 0;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            if (cl->buf->in_file) {
+                len = mcf->max_body_size + 1;
+                break;
+            }
+
+            len += cl->buf->last - cl->buf->pos;
+        }
+    }
+
+    if (len > mcf->max_body_size) {
+        /* a chunked body: its size was known only once read */
+        return ngx_http_monetize_error_body("body_too_large",
+                                            "the body may have at most "
+                                            "%zu bytes", mcf->max_body_size);
+    }
+
+    if (len == 0) {
+        ngx_str_set(&text, "{}");
+
+    } else {
+        text.len = len;
+        text.data = ngx_pnalloc(r->pool, len);
+        if (text.data == NULL) {
+            return NULL;
+        }
+
+        p = text.data;
+
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
+    }
+
+    ngx_memzero(&error, sizeof(json_error_t));
+
+    ctx->body = ngx_http_monetize_json_parse(r, &text, &error);
+
+    if (ctx->body == NULL) {
+        return ngx_http_monetize_error_body("invalid_json",
+                                            "the body is not valid JSON: %s "
+                                            "(line %d, column %d)",
+                                            error.text, error.line,
+                                            error.column);
+    }
+
+    if (!json_is_object(ctx->body)) {
+        return ngx_http_monetize_error_body("invalid_json",
+                                            "the body must be a JSON object");
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_monetize_api_start(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx)
+{
+    if (ctx->authenticate) {
+        return ngx_http_monetize_authenticate(r, ctx);
+    }
+
+    return ctx->next(r, ctx);
+}
+
+
+/*
+ * Runs one statement for the request; "result" is called with the answer
+ * and returns what ends the request, or NGX_DONE to go on.
+ */
+
+ngx_int_t
+ngx_http_monetize_api_query(ngx_http_request_t *r, const char *sql,
+    ngx_str_t *params, int nparams, ngx_http_monetize_api_result_pt result)
+{
+    u_char                         *p;
+    ngx_int_t                       i;
+    ngx_http_monetize_api_ctx_t    *ctx;
+    ngx_http_monetize_pg_query_t   *q;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_module);
+
+    q = ngx_http_monetize_pg_query_create(r->pool, nparams);
+    if (q == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < nparams; i++) {
+        if (params[i].data == NULL) {
+            continue;
+        }
+
+        p = ngx_pnalloc(r->pool, params[i].len + 1);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(p, params[i].data, params[i].len);
+        p[params[i].len] = '\0';
+        q->params[i] = (char *) p;
+    }
+
+    q->sql = sql;
+    q->handler = ngx_http_monetize_api_query_done;
+    q->data = r;
+
+    ctx->result = result;
+
+    if (ngx_http_monetize_pg_send(mcf->pg, q) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_monetize_api_query_done(ngx_http_monetize_pg_query_t *q)
+{
+    ngx_int_t                     rc;
+    ngx_http_request_t           *r;
+    ngx_http_monetize_api_ctx_t  *ctx;
+
+    r = q->data;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_module);
+
+    rc = ctx->result(r, ctx, q);
+
+    if (rc != NGX_DONE) {
+        ngx_http_monetize_api_finish(r, rc);
+    }
+}
+
+
+/* The answer to a query that failed in a way the caller does not expect. */
+
+ngx_int_t
+ngx_http_monetize_api_backend_failed(ngx_http_request_t *r,
+    ngx_http_monetize_pg_query_t *q)
+{
+    if (q->status == NGX_HTTP_MONETIZE_PG_UNAVAILABLE) {
+        return ngx_http_monetize_api_unavailable(r, "postgres");
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "monetize: postgres refused \"%s\": %s", q->sql,
+                  q->result ? PQresultErrorMessage(q->result) : "no result");
+
+    return ngx_http_monetize_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        "internal_error",
+                                        "the server failed; the operator "
+                                        "will find the cause in its log");
+}
+
+
+ngx_int_t
+ngx_http_monetize_api_unavailable(ngx_http_request_t *r, const char *what)
+{
+    ngx_str_t  retry = ngx_string("1");
+
+    if (ngx_http_monetize_set_header(r, "Retry-After", &retry) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_monetize_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        "backend_unavailable",
+                                        "%s is unavailable; try again",
+                                        what);
+}
+
+
+/* Ends a request from an event handler (a query's or a thread's answer). */
+
+void
+ngx_http_monetize_api_finish(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_monetize_health_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx)
+{
+    return ngx_http_monetize_api_query(r, "SELECT 1", NULL, 0,
+                                       ngx_http_monetize_health_result);
+}
+
+
+static ngx_int_t
+ngx_http_monetize_health_result(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q)
+{
+    json_t     *body;
+    ngx_str_t   retry = ngx_string("1");
+
+    if (q->status == NGX_HTTP_MONETIZE_PG_OK) {
+        return ngx_http_monetize_send_json(r, NGX_HTTP_OK,
+                   json_pack("{s:s,s:s}", "status", "ok", "postgres", "ok"));
+    }
+
+    body = ngx_http_monetize_error_body("backend_unavailable",
+                                        "postgres does not answer");
+    if (body == NULL
+        || json_object_set_new(body, "status", json_string("unavailable"))
+        || json_object_set_new(body, "postgres", json_string("down"))
+        || ngx_http_monetize_set_header(r, "Retry-After", &retry) != NGX_OK)
+    {
+        json_decref(body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_monetize_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE, body);
+}

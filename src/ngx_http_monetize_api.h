@@ -1,0 +1,78 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#ifndef _NGX_HTTP_MONETIZE_API_H_INCLUDED_
+#define _NGX_HTTP_MONETIZE_API_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+#include "ngx_http_monetize.h"
+#include "ngx_http_monetize_json.h"
+#include "ngx_http_monetize_pg.h"
+
+
+typedef struct ngx_http_monetize_api_ctx_s  ngx_http_monetize_api_ctx_t;
+
+/*
+ * A route handler answers at once (the rc of ngx_http_monetize_send_json())
+ * or starts asynchronous work and returns NGX_DONE; that work later ends the
+ * request with ngx_http_monetize_api_finish().
+ */
+typedef ngx_int_t (*ngx_http_monetize_api_handler_pt)(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+
+typedef ngx_int_t (*ngx_http_monetize_api_result_pt)(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
+
+
+typedef struct {
+    ngx_str_t                          user_id;
+    ngx_str_t                          key_id;
+    int64_t                            balance;
+    ngx_uint_t                         is_admin;
+} ngx_http_monetize_caller_t;
+
+
+struct ngx_http_monetize_api_ctx_s {
+    ngx_str_t                          path;     /* below the location */
+    ngx_str_t                          id;       /* the {id} of the path */
+    json_t                            *body;     /* a JSON object, or NULL */
+    ngx_http_monetize_caller_t         caller;   /* once authenticated */
+    ngx_http_monetize_api_handler_pt   next;     /* the route's handler */
+    ngx_http_monetize_api_result_pt    result;   /* of the query in flight */
+    void                              *data;     /* the handler's own state */
+    unsigned                           authenticate:1;
+};
+
+
+ngx_int_t ngx_http_monetize_api_handler(ngx_http_request_t *r);
+
+ngx_int_t ngx_http_monetize_api_query(ngx_http_request_t *r,
+    const char *sql, ngx_str_t *params, int nparams,
+    ngx_http_monetize_api_result_pt result);
+ngx_int_t ngx_http_monetize_api_backend_failed(ngx_http_request_t *r,
+    ngx_http_monetize_pg_query_t *q);
+ngx_int_t ngx_http_monetize_api_unavailable(ngx_http_request_t *r,
+    const char *what);
+void ngx_http_monetize_api_finish(ngx_http_request_t *r, ngx_int_t rc);
+
+
+/* route handlers, one file per concern */
+
+ngx_int_t ngx_http_monetize_authenticate(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_register_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_balance_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+
+
+#endif /* _NGX_HTTP_MONETIZE_API_H_INCLUDED_ */

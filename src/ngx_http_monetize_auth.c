@@ -1,0 +1,157 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize_api.h"
+#include "ngx_http_monetize_keys.h"
+
+
+/*
+ * Who is calling the management API: an API key, found by its keyed hash
+ * in one round trip that also brings the account's state and balance.
+ */
+
+
+static ngx_int_t ngx_http_monetize_auth_key_result(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
+
+
+static const char  ngx_http_monetize_auth_key_sql[] =
+    "SELECT k.id, k.user_id, k.revoked_at IS NOT NULL,"
+    "       k.expires_at IS NOT NULL AND k.expires_at <= now(),"
+    "       u.suspended_at IS NOT NULL, u.is_admin,"
+    "       coalesce(b.balance, 0)"
+    "  FROM api_keys k"
+    "  JOIN users u ON u.id = k.user_id"
+    "  LEFT JOIN balances b ON b.user_id = k.user_id"
+    " WHERE k.key_hash = $1";
+
+
+ngx_int_t
+ngx_http_monetize_authenticate(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx)
+{
+    u_char                          *hash;
+    ngx_str_t                        credential, param;
+    const char                      *why;
+    ngx_http_monetize_main_conf_t   *mcf;
+    ngx_http_monetize_credential_e   rc;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    rc = ngx_http_monetize_credential(r, &credential, &why);
+
+    switch (rc) {
+
+    case NGX_HTTP_MONETIZE_CREDENTIAL_OK:
+        break;
+
+    case NGX_HTTP_MONETIZE_CREDENTIAL_MISSING:
+        return ngx_http_monetize_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                            "missing_credentials", "%s", why);
+
+    case NGX_HTTP_MONETIZE_CREDENTIAL_AMBIGUOUS:
+        return ngx_http_monetize_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                            "invalid_request", "%s", why);
+
+    default: /* NGX_HTTP_MONETIZE_CREDENTIAL_MALFORMED */
+        return ngx_http_monetize_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                            "invalid_api_key", "%s", why);
+    }
+
+    if (!ngx_http_monetize_key_is_well_formed(&mcf->key_prefix,
+                                              &credential))
+    {
+        return ngx_http_monetize_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                            "invalid_api_key",
+                                            "this is not an API key of "
+                                            "this service");
+    }
+
+    hash = ngx_pnalloc(r->pool, NGX_HTTP_MONETIZE_KEY_HASH_LEN);
+    if (hash == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_monetize_key_hash(&mcf->key_secret, &credential, hash)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    param.data = hash;
+    param.len = NGX_HTTP_MONETIZE_KEY_HASH_LEN;
+
+    return ngx_http_monetize_api_query(r, ngx_http_monetize_auth_key_sql,
+                                       &param, 1,
+                                       ngx_http_monetize_auth_key_result);
+}
+
+
+static ngx_int_t
+ngx_http_monetize_auth_key_result(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q)
+{
+    ngx_str_t                    flag;
+    ngx_http_monetize_caller_t  *caller;
+
+    if (q->status != NGX_HTTP_MONETIZE_PG_OK) {
+        return ngx_http_monetize_api_backend_failed(r, q);
+    }
+
+    if (PQntuples(q->result) == 0) {
+        return ngx_http_monetize_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                            "invalid_api_key",
+                                            "no such API key");
+    }
+
+    (void) ngx_http_monetize_pg_get_str(q, 0, 2, &flag);
+    if (flag.len && flag.data[0] == 't') {
+        return ngx_http_monetize_send_error(r, NGX_HTTP_FORBIDDEN,
+                                            "key_revoked",
+                                            "this API key was revoked");
+    }
+
+    (void) ngx_http_monetize_pg_get_str(q, 0, 3, &flag);
+    if (flag.len && flag.data[0] == 't') {
+        return ngx_http_monetize_send_error(r, NGX_HTTP_FORBIDDEN,
+                                            "key_expired",
+                                            "this API key has expired");
+    }
+
+    (void) ngx_http_monetize_pg_get_str(q, 0, 4, &flag);
+    if (flag.len && flag.data[0] == 't') {
+        return ngx_http_monetize_send_error(r, NGX_HTTP_FORBIDDEN,
+                                            "account_suspended",
+                                            "this account is suspended");
+    }
+
+    caller = &ctx->caller;
+
+    if (ngx_http_monetize_pg_get_str(q, 0, 0, &caller->key_id) != NGX_OK
+        || ngx_http_monetize_pg_get_str(q, 0, 1, &caller->user_id) != NGX_OK
+        || ngx_http_monetize_pg_get_int(q, 0, 6, &caller->balance) != NGX_OK)
+    {
+        return ngx_http_monetize_api_backend_failed(r, q);
+    }
+
+    (void) ngx_http_monetize_pg_get_str(q, 0, 5, &flag);
+    caller->is_admin = (flag.len && flag.data[0] == 't');
+
+    /* the result goes away with this callback: keep what we need */
+
+    caller->key_id.data = ngx_pstrdup(r->pool, &caller->key_id);
+    caller->user_id.data = ngx_pstrdup(r->pool, &caller->user_id);
+
+    if (caller->key_id.data == NULL || caller->user_id.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ctx->next(r, ctx);
+}

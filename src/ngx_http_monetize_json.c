@@ -1,0 +1,190 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize_json.h"
+
+
+/*
+ * Every answer of the API and the gate is JSON, and every error has the
+ * contract's shape: {"error": {"code": "...", "message": "...", ...}}.
+ */
+
+
+#define NGX_HTTP_MONETIZE_MESSAGE_LEN  256
+
+
+static json_t *ngx_http_monetize_error_vbody(const char *code,
+    const char *fmt, va_list args);
+static void ngx_http_monetize_json_cleanup(void *data);
+
+
+/* Sends the body and releases it; returns what the handler should return. */
+
+ngx_int_t
+ngx_http_monetize_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *body)
+{
+    size_t        len;
+    ngx_buf_t    *b;
+    ngx_int_t     rc;
+    ngx_str_t     no_store = ngx_string("no-store");
+    ngx_chain_t   out;
+
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = json_dumpb(body, NULL, 0, JSON_COMPACT);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        json_decref(body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last += json_dumpb(body, (char *) b->pos, len, JSON_COMPACT);
+    *b->last++ = '\n';
+    json_decref(body);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+
+    if (status == NGX_HTTP_MONETIZE_UNPROCESSABLE) {
+        ngx_str_set(&r->headers_out.status_line, "422 Unprocessable Entity");
+    }
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    /* API answers carry keys and balances: never cached on the way */
+    if (ngx_http_monetize_set_header(r, "Cache-Control", &no_store)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+json_t *
+ngx_http_monetize_error_body(const char *code, const char *fmt, ...)
+{
+    json_t   *body;
+    va_list   args;
+
+    va_start(args, fmt);
+    body = ngx_http_monetize_error_vbody(code, fmt, args);
+    va_end(args);
+
+    return body;
+}
+
+
+ngx_int_t
+ngx_http_monetize_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *fmt, ...)
+{
+    json_t   *body;
+    va_list   args;
+
+    va_start(args, fmt);
+    body = ngx_http_monetize_error_vbody(code, fmt, args);
+    va_end(args);
+
+    return ngx_http_monetize_send_json(r, status, body);
+}
+
+
+static json_t *
+ngx_http_monetize_error_vbody(const char *code, const char *fmt,
+    va_list args)
+{
+    char  message[NGX_HTTP_MONETIZE_MESSAGE_LEN];
+
+    vsnprintf(message, sizeof(message), fmt, args);
+
+    return json_pack("{s:{s:s,s:s}}", "error", "code", code,
+                     "message", message);
+}
+
+
+ngx_int_t
+ngx_http_monetize_set_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+/* Parses a request body; the document lives as long as the request. */
+
+json_t *
+ngx_http_monetize_json_parse(ngx_http_request_t *r, ngx_str_t *text,
+    json_error_t *error)
+{
+    json_t              *json;
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    json = json_loadb((const char *) text->data, text->len,
+                      JSON_REJECT_DUPLICATES,
+                      error);
+    if (json == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_monetize_json_cleanup;
+    cln->data = json;
+
+    return json;
+}
+
+
+json_t *
+ngx_http_monetize_json_str(ngx_str_t *s)
+{
+    return json_stringn((const char *) s->data, s->len);
+}
+
+
+static void
+ngx_http_monetize_json_cleanup(void *data)
+{
+    json_decref(data);
+}

@@ -1,0 +1,35 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#ifndef _NGX_HTTP_MONETIZE_JSON_H_INCLUDED_
+#define _NGX_HTTP_MONETIZE_JSON_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+
+/* nginx has no name for 422; the contract answers it */
+#define NGX_HTTP_MONETIZE_UNPROCESSABLE  422
+
+
+ngx_int_t ngx_http_monetize_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, json_t *body);
+json_t *ngx_http_monetize_error_body(const char *code, const char *fmt, ...);
+ngx_int_t ngx_http_monetize_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *fmt, ...);
+ngx_int_t ngx_http_monetize_set_header(ngx_http_request_t *r,
+    const char *name, ngx_str_t *value);
+
+json_t *ngx_http_monetize_json_parse(ngx_http_request_t *r, ngx_str_t *text,
+    json_error_t *error);
+json_t *ngx_http_monetize_json_str(ngx_str_t *s);
+
+
+#endif /* _NGX_HTTP_MONETIZE_JSON_H_INCLUDED_ */

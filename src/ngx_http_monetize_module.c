@@ -1,0 +1,411 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize.h"
+#include "ngx_http_monetize_api.h"
+
+
+/*
+ * The core module: http-level configuration of the stores and secrets, the
+ * monetize_api content handler, and each worker's store connections.
+ */
+
+
+#define NGX_HTTP_MONETIZE_SECRET_MIN  16
+
+
+static void ngx_http_monetize_exit_process(ngx_cycle_t *cycle);
+static void *ngx_http_monetize_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_http_monetize_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_monetize_key_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_monetize_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_conf_num_bounds_t  ngx_http_monetize_signup_credits_bounds = {
+    ngx_conf_check_num_bounds, 0, 1000000000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_monetize_bcrypt_cost_bounds = {
+    ngx_conf_check_num_bounds, 4, 31
+};
+
+
+static ngx_command_t  ngx_http_monetize_commands[] = {
+
+    { ngx_string("monetize_postgres"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_monetize_postgres,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_key_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_key_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_key_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_monetize_main_conf_t, key_prefix),
+      NULL },
+
+    { ngx_string("monetize_signup_credits"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_monetize_main_conf_t, signup_credits),
+      &ngx_http_monetize_signup_credits_bounds },
+
+    { ngx_string("monetize_bcrypt_cost"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_monetize_main_conf_t, bcrypt_cost),
+      &ngx_http_monetize_bcrypt_cost_bounds },
+
+    { ngx_string("monetize_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_monetize_main_conf_t, thread_pool_name),
+      NULL },
+
+    { ngx_string("monetize_api_max_body"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_monetize_main_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("monetize_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_monetize_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_monetize_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_monetize_create_main_conf,    /* create main configuration */
+    ngx_http_monetize_init_main_conf,      /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_monetize_module = {
+    NGX_MODULE_V1,
+    &ngx_http_monetize_module_ctx,         /* module context */
+    ngx_http_monetize_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_monetize_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void
+ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_monetize_module);
+
+    if (mcf && mcf->pg) {
+        ngx_http_monetize_pg_pool_close(mcf->pg);
+    }
+}
+
+
+static void *
+ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_monetize_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->pg = NULL;
+     *     mcf->key_secret = { 0, NULL };
+     *     mcf->key_prefix = { 0, NULL };
+     *     mcf->thread_pool_name = { 0, NULL };
+     *     mcf->thread_pool = NULL;
+     *     mcf->api_used = 0;
+     */
+
+    mcf->signup_credits = NGX_CONF_UNSET;
+    mcf->bcrypt_cost = NGX_CONF_UNSET;
+    mcf->max_body_size = NGX_CONF_UNSET_SIZE;
+
+    return mcf;
+}
+
+
+static char *
+ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_monetize_main_conf_t *mcf = conf;
+
+    u_char  *p, *last;
+
+    ngx_conf_init_value(mcf->signup_credits, 0);
+    ngx_conf_init_value(mcf->bcrypt_cost, 12);
+    ngx_conf_init_size_value(mcf->max_body_size, 16384);
+
+    if (mcf->key_prefix.data == NULL) {
+        ngx_str_set(&mcf->key_prefix, "sk_live_");
+    }
+
+    if (mcf->thread_pool_name.data == NULL) {
+        ngx_str_set(&mcf->thread_pool_name, "default");
+    }
+
+    last = mcf->key_prefix.data + mcf->key_prefix.len;
+
+    for (p = mcf->key_prefix.data; p < last; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')
+              || (*p >= 'A' && *p <= 'Z') || *p == '_' || *p == '-'))
+        {
+            break;
+        }
+    }
+
+    if (mcf->key_prefix.len == 0 || mcf->key_prefix.len > 32 || p != last) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_key_prefix: \"%V\" must be 1 to 32 "
+                           "letters, digits, \"_\" or \"-\"",
+                           &mcf->key_prefix);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!mcf->api_used) {
+        return NGX_CONF_OK;
+    }
+
+    if (mcf->pg == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_api needs \"monetize_postgres\" at "
+                           "http level");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->key_secret.data == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_api needs \"monetize_key_secret\" at "
+                           "http level");
+        return NGX_CONF_ERROR;
+    }
+
+    /* bcrypt runs there; "default" is created if not declared */
+
+    mcf->thread_pool = ngx_thread_pool_add(cf, &mcf->thread_pool_name);
+    if (mcf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* monetize_postgres "conninfo" [pool=N] [timeout=T] */
+
+static char *
+ngx_http_monetize_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_monetize_main_conf_t *mcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i, size;
+    ngx_msec_t   timeout;
+
+    if (mcf->pg) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    size = 8;
+    timeout = 5000;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "pool=", 5) == 0) {
+            n = ngx_atoi(value[i].data + 5, value[i].len - 5);
+
+            if (n < 1 || n > 1024) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "monetize_postgres: invalid \"%V\", the "
+                                   "pool takes 1 to 1024 connections",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            size = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            timeout = ngx_parse_time(&s, 0);
+
+            if (timeout == (ngx_msec_t) NGX_ERROR || timeout == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "monetize_postgres: invalid \"%V\", give "
+                                   "a time such as timeout=5s", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_postgres: invalid parameter \"%V\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->pg = ngx_http_monetize_pg_pool_create(cf, &value[1], size, timeout);
+    if (mcf->pg == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_monetize_key_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_monetize_main_conf_t *mcf = conf;
+
+    char       *rv;
+    ngx_str_t  *value;
+
+    if (mcf->key_secret.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    rv = ngx_http_monetize_conf_secret(cf, &value[1], &mcf->key_secret);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (mcf->key_secret.len < NGX_HTTP_MONETIZE_SECRET_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_key_secret: the secret must have at "
+                           "least %d characters",
+                           NGX_HTTP_MONETIZE_SECRET_MIN);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_monetize_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate, or the location has another content handler";
+    }
+
+    clcf->handler = ngx_http_monetize_api_handler;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_monetize_module);
+    mcf->api_used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A secret given in the configuration, or "env:NAME" for one taken from
+ * the environment (keep it for reloads with nginx's "env NAME;").
+ */
+
+char *
+ngx_http_monetize_conf_secret(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_str_t *out)
+{
+    u_char     *name;
+    char       *env;
+    ngx_str_t  *directive;
+
+    if (value->len <= 4 || ngx_strncmp(value->data, "env:", 4) != 0) {
+        *out = *value;
+        return NGX_CONF_OK;
+    }
+
+    name = ngx_pnalloc(cf->temp_pool, value->len - 3);
+    if (name == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_cpystrn(name, value->data + 4, value->len - 3);
+
+    env = getenv((char *) name);
+    directive = cf->args->elts;
+
+    if (env == NULL || env[0] == '\0') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%V: the environment variable \"%s\" is not set "
+                           "(export it, and keep it with \"env %s;\")",
+                           &directive[0], name, name);
+        return NGX_CONF_ERROR;
+    }
+
+    out->len = ngx_strlen(env);
+    out->data = ngx_pnalloc(cf->pool, out->len + 1);
+    if (out->data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_cpystrn(out->data, (u_char *) env, out->len + 1);
+
+    return NGX_CONF_OK;
+}

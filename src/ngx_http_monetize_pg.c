@@ -1,0 +1,1154 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize.h"
+
+
+/*
+ * A per-worker pool of libpq connections driven by the worker's events.
+ *
+ * Every connection is non-blocking from PQconnectStartParams() on; its socket
+ * is wrapped in an ngx_connection_t so that epoll tells us when libpq can
+ * make progress. Queries wait in a FIFO until a connection is idle. Every
+ * query runs under its own timer; every connection attempt under the
+ * connection's read timer.
+ */
+
+
+typedef enum {
+    NGX_HTTP_MONETIZE_PG_CONNECTING = 0,
+    NGX_HTTP_MONETIZE_PG_IDLE,
+    NGX_HTTP_MONETIZE_PG_BUSY
+} ngx_http_monetize_pg_state_e;
+
+
+struct ngx_http_monetize_pg_conn_s {
+    ngx_queue_t                        queue;      /* pool->idle or ->busy */
+    ngx_http_monetize_pg_pool_t       *pool;
+    PGconn                            *pgconn;
+    ngx_connection_t                  *connection;
+    ngx_http_monetize_pg_state_e       state;
+    ngx_http_monetize_pg_query_t      *query;      /* NULL when detached */
+    PGresult                          *result;
+};
+
+
+struct ngx_http_monetize_pg_pool_s {
+    const char                       **keywords;
+    const char                       **values;
+    ngx_str_t                          name;       /* for the log */
+    ngx_uint_t                         size;
+    ngx_msec_t                         timeout;
+
+    ngx_uint_t                         nconns;
+    ngx_queue_t                        idle;
+    ngx_queue_t                        busy;       /* connecting and busy */
+    ngx_queue_t                        waiting;    /* queries */
+    unsigned                           initialized:1;
+    unsigned                           down:1;
+};
+
+
+static ngx_int_t ngx_http_monetize_pg_connect(
+    ngx_http_monetize_pg_pool_t *pool);
+static ngx_int_t ngx_http_monetize_pg_attach(ngx_http_monetize_pg_conn_t *pc);
+static void ngx_http_monetize_pg_detach(ngx_http_monetize_pg_conn_t *pc);
+static void ngx_http_monetize_pg_event_handler(ngx_event_t *ev);
+static void ngx_http_monetize_pg_connect_poll(ngx_http_monetize_pg_conn_t *pc);
+static void ngx_http_monetize_pg_ready(ngx_http_monetize_pg_conn_t *pc);
+static void ngx_http_monetize_pg_dispatch(ngx_http_monetize_pg_conn_t *pc,
+    ngx_http_monetize_pg_query_t *q);
+static void ngx_http_monetize_pg_flush(ngx_http_monetize_pg_conn_t *pc);
+static void ngx_http_monetize_pg_read(ngx_http_monetize_pg_conn_t *pc);
+static void ngx_http_monetize_pg_wait(ngx_http_monetize_pg_conn_t *pc,
+    PostgresPollingStatusType what);
+static void ngx_http_monetize_pg_close(ngx_http_monetize_pg_conn_t *pc,
+    ngx_uint_t connect_failed);
+static void ngx_http_monetize_pg_fail_waiting(
+    ngx_http_monetize_pg_pool_t *pool);
+static void ngx_http_monetize_pg_complete(ngx_http_monetize_pg_query_t *q,
+    ngx_http_monetize_pg_status_e status, PGresult *res);
+static void ngx_http_monetize_pg_deliver(ngx_event_t *ev);
+static void ngx_http_monetize_pg_query_timeout(ngx_event_t *ev);
+static void ngx_http_monetize_pg_query_cleanup(void *data);
+static void ngx_http_monetize_pg_unreachable(ngx_http_monetize_pg_conn_t *pc);
+static void ngx_http_monetize_pg_log_error(ngx_http_monetize_pg_conn_t *pc,
+    const char *what);
+static void ngx_http_monetize_pg_notice(void *arg, const char *message);
+
+
+ngx_int_t
+ngx_http_monetize_pg_send(ngx_http_monetize_pg_pool_t *pool,
+    ngx_http_monetize_pg_query_t *q)
+{
+    ngx_queue_t                  *head;
+    ngx_http_monetize_pg_conn_t  *pc;
+
+    if (!pool->initialized) {
+        ngx_queue_init(&pool->idle);
+        ngx_queue_init(&pool->busy);
+        ngx_queue_init(&pool->waiting);
+        pool->initialized = 1;
+    }
+
+    q->pool = pool;
+    q->status = NGX_HTTP_MONETIZE_PG_UNAVAILABLE;
+
+    q->event.handler = ngx_http_monetize_pg_query_timeout;
+    q->event.data = q;
+    q->event.log = ngx_cycle->log;
+    ngx_add_timer(&q->event, pool->timeout);
+
+    if (!ngx_queue_empty(&pool->idle)) {
+        head = ngx_queue_head(&pool->idle);
+        pc = ngx_queue_data(head, ngx_http_monetize_pg_conn_t, queue);
+        ngx_http_monetize_pg_dispatch(pc, q);
+        return NGX_OK;
+    }
+
+    ngx_queue_insert_tail(&pool->waiting, &q->queue);
+    q->queued = 1;
+
+    if (pool->nconns < pool->size
+        && ngx_http_monetize_pg_connect(pool) != NGX_OK
+        && pool->nconns == 0)
+    {
+        ngx_http_monetize_pg_fail_waiting(pool);
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_http_monetize_pg_query_t *
+ngx_http_monetize_pg_query_create(ngx_pool_t *owner, int nparams)
+{
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_monetize_pg_query_t  *q;
+
+    q = ngx_pcalloc(owner, sizeof(ngx_http_monetize_pg_query_t));
+    if (q == NULL) {
+        return NULL;
+    }
+
+    if (nparams) {
+        q->params = ngx_pcalloc(owner, nparams * sizeof(char *));
+        if (q->params == NULL) {
+            return NULL;
+        }
+    }
+
+    q->nparams = nparams;
+
+    /*
+     * A pool cleanup, not an http cleanup: it runs however the owner goes
+     * away, so no callback can outlive the memory it points to.
+     */
+
+    cln = ngx_pool_cleanup_add(owner, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_monetize_pg_query_cleanup;
+    cln->data = q;
+
+    return q;
+}
+
+
+static ngx_int_t
+ngx_http_monetize_pg_connect(ngx_http_monetize_pg_pool_t *pool)
+{
+    ngx_http_monetize_pg_conn_t  *pc;
+
+    pc = ngx_calloc(sizeof(ngx_http_monetize_pg_conn_t), ngx_cycle->log);
+    if (pc == NULL) {
+        return NGX_ERROR;
+    }
+
+    pc->pool = pool;
+    pc->state = NGX_HTTP_MONETIZE_PG_CONNECTING;
+
+    pc->pgconn = PQconnectStartParams(pool->keywords, pool->values, 0);
+
+    if (pc->pgconn == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "monetize: PQconnectStartParams() failed");
+        ngx_free(pc);
+        return NGX_ERROR;
+    }
+
+    if (PQstatus(pc->pgconn) == CONNECTION_BAD
+        || PQsetnonblocking(pc->pgconn, 1) == -1)
+    {
+        ngx_http_monetize_pg_unreachable(pc);
+        PQfinish(pc->pgconn);
+        ngx_free(pc);
+        return NGX_ERROR;
+    }
+
+    PQsetNoticeProcessor(pc->pgconn, ngx_http_monetize_pg_notice, pool);
+
+    if (ngx_http_monetize_pg_attach(pc) != NGX_OK) {
+        PQfinish(pc->pgconn);
+        ngx_free(pc);
+        return NGX_ERROR;
+    }
+
+    ngx_queue_insert_tail(&pool->busy, &pc->queue);
+    pool->nconns++;
+
+    ngx_add_timer(pc->connection->read, pool->timeout);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "monetize pg: connecting, %ui connections",
+                   pool->nconns);
+
+    /* libpq starts as if PQconnectPoll() had asked for writability */
+    ngx_http_monetize_pg_wait(pc, PGRES_POLLING_WRITING);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_monetize_pg_attach(ngx_http_monetize_pg_conn_t *pc)
+{
+    int                fd;
+    ngx_connection_t  *c;
+
+    fd = PQsocket(pc->pgconn);
+
+    if (fd == -1) {
+        ngx_http_monetize_pg_log_error(pc, "no socket for");
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(fd, ngx_cycle->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = pc;
+    c->read->handler = ngx_http_monetize_pg_event_handler;
+    c->write->handler = ngx_http_monetize_pg_event_handler;
+    c->read->log = c->log;
+    c->write->log = c->log;
+
+    /* our timers never keep a worker that is shutting down */
+    c->read->cancelable = 1;
+    c->write->cancelable = 1;
+
+    pc->connection = c;
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+        ngx_free_connection(c);
+        c->fd = (ngx_socket_t) -1;
+        pc->connection = NULL;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* Unhooks the socket from nginx; libpq owns the descriptor and closes it. */
+
+static void
+ngx_http_monetize_pg_detach(ngx_http_monetize_pg_conn_t *pc)
+{
+    ngx_connection_t  *c;
+
+    c = pc->connection;
+
+    if (c == NULL) {
+        return;
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (ngx_del_conn) {
+        ngx_del_conn(c, NGX_CLOSE_EVENT);
+
+    } else {
+        if (c->read->active || c->read->disabled) {
+            ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+        }
+
+        if (c->write->active || c->write->disabled) {
+            ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+        }
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    c->read->closed = 1;
+    c->write->closed = 1;
+
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
+
+    pc->connection = NULL;
+}
+
+
+static void
+ngx_http_monetize_pg_event_handler(ngx_event_t *ev)
+{
+    ngx_connection_t             *c;
+    ngx_http_monetize_pg_conn_t  *pc;
+
+    c = ev->data;
+    pc = c->data;
+
+    if (ev->timedout) {
+        ev->timedout = 0;
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "monetize: connecting to postgres \"%V\" timed out",
+                      &pc->pool->name);
+        ngx_http_monetize_pg_close(pc, 1);
+        return;
+    }
+
+    switch (pc->state) {
+
+    case NGX_HTTP_MONETIZE_PG_CONNECTING:
+        ngx_http_monetize_pg_connect_poll(pc);
+        return;
+
+    default:
+        if (ev->write) {
+            ngx_http_monetize_pg_flush(pc);
+
+        } else {
+            ngx_http_monetize_pg_read(pc);
+        }
+    }
+}
+
+
+static void
+ngx_http_monetize_pg_connect_poll(ngx_http_monetize_pg_conn_t *pc)
+{
+    PostgresPollingStatusType  rc;
+
+    rc = PQconnectPoll(pc->pgconn);
+
+    /* libpq may have moved to a new socket (another address, SSL retry) */
+
+    if (rc != PGRES_POLLING_FAILED
+        && PQsocket(pc->pgconn) != pc->connection->fd)
+    {
+        ngx_http_monetize_pg_detach(pc);
+
+        if (ngx_http_monetize_pg_attach(pc) != NGX_OK) {
+            ngx_http_monetize_pg_close(pc, 1);
+            return;
+        }
+
+        ngx_add_timer(pc->connection->read, pc->pool->timeout);
+    }
+
+    switch (rc) {
+
+    case PGRES_POLLING_OK:
+        if (pc->connection->read->timer_set) {
+            ngx_del_timer(pc->connection->read);
+        }
+
+        if (pc->pool->down) {
+            pc->pool->down = 0;
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "monetize: postgres \"%V\" is reachable again",
+                          &pc->pool->name);
+        }
+
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "monetize pg: connected");
+
+        ngx_http_monetize_pg_ready(pc);
+        return;
+
+    case PGRES_POLLING_FAILED:
+        ngx_http_monetize_pg_unreachable(pc);
+        ngx_http_monetize_pg_close(pc, 1);
+        return;
+
+    default:
+        ngx_http_monetize_pg_wait(pc, rc);
+        return;
+    }
+}
+
+
+/* The connection is free: serve the oldest waiting query, or rest idle. */
+
+static void
+ngx_http_monetize_pg_ready(ngx_http_monetize_pg_conn_t *pc)
+{
+    ngx_queue_t                   *head;
+    ngx_http_monetize_pg_pool_t   *pool;
+    ngx_http_monetize_pg_query_t  *q;
+
+    pool = pc->pool;
+
+    ngx_queue_remove(&pc->queue);
+    pc->state = NGX_HTTP_MONETIZE_PG_IDLE;
+
+    if (ngx_queue_empty(&pool->waiting)) {
+        ngx_queue_insert_head(&pool->idle, &pc->queue);
+        ngx_http_monetize_pg_wait(pc, PGRES_POLLING_READING);
+        return;
+    }
+
+    head = ngx_queue_head(&pool->waiting);
+    ngx_queue_remove(head);
+
+    q = ngx_queue_data(head, ngx_http_monetize_pg_query_t, queue);
+    q->queued = 0;
+
+    ngx_queue_insert_head(&pool->idle, &pc->queue);
+    ngx_http_monetize_pg_dispatch(pc, q);
+}
+
+
+static void
+ngx_http_monetize_pg_dispatch(ngx_http_monetize_pg_conn_t *pc,
+    ngx_http_monetize_pg_query_t *q)
+{
+    ngx_http_monetize_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    ngx_queue_remove(&pc->queue);
+    ngx_queue_insert_tail(&pool->busy, &pc->queue);
+
+    pc->state = NGX_HTTP_MONETIZE_PG_BUSY;
+    pc->query = q;
+    q->conn = pc;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "monetize pg: send \"%s\"", q->sql);
+
+    if (!PQsendQueryParams(pc->pgconn, q->sql, q->nparams, NULL, q->params,
+                           NULL, NULL, 0))
+    {
+        ngx_http_monetize_pg_log_error(pc, "cannot send a query to");
+        ngx_http_monetize_pg_close(pc, 0);
+        return;
+    }
+
+    ngx_http_monetize_pg_flush(pc);
+}
+
+
+static void
+ngx_http_monetize_pg_flush(ngx_http_monetize_pg_conn_t *pc)
+{
+    int  rc;
+
+    if (pc->state != NGX_HTTP_MONETIZE_PG_BUSY) {
+        return;
+    }
+
+    rc = PQflush(pc->pgconn);
+
+    if (rc == -1) {
+        ngx_http_monetize_pg_log_error(pc, "cannot send a query to");
+        ngx_http_monetize_pg_close(pc, 0);
+        return;
+    }
+
+    ngx_http_monetize_pg_wait(pc, rc == 1 ? PGRES_POLLING_WRITING
+                                          : PGRES_POLLING_READING);
+}
+
+
+static void
+ngx_http_monetize_pg_read(ngx_http_monetize_pg_conn_t *pc)
+{
+    PGresult                      *res;
+    ngx_http_monetize_pg_query_t  *q;
+    ngx_http_monetize_pg_status_e  status;
+
+    if (!PQconsumeInput(pc->pgconn) || PQstatus(pc->pgconn) == CONNECTION_BAD)
+    {
+        if (pc->state == NGX_HTTP_MONETIZE_PG_BUSY) {
+            ngx_http_monetize_pg_log_error(pc, "lost the connection to");
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                          "monetize: postgres \"%V\" closed an idle "
+                          "connection", &pc->pool->name);
+        }
+
+        ngx_http_monetize_pg_close(pc, 0);
+        return;
+    }
+
+    if (pc->state != NGX_HTTP_MONETIZE_PG_BUSY) {
+        ngx_http_monetize_pg_wait(pc, PGRES_POLLING_READING);
+        return;
+    }
+
+    while (!PQisBusy(pc->pgconn)) {
+
+        res = PQgetResult(pc->pgconn);
+
+        if (res == NULL) {
+            goto done;
+        }
+
+        /* keep the first error, or else the last result */
+
+        if (pc->result != NULL
+            && PQresultStatus(pc->result) == PGRES_FATAL_ERROR)
+        {
+            PQclear(res);
+
+        } else {
+            PQclear(pc->result);
+            pc->result = res;
+        }
+    }
+
+    ngx_http_monetize_pg_wait(pc, PGRES_POLLING_READING);
+    return;
+
+done:
+
+    res = pc->result;
+    q = pc->query;
+
+    pc->result = NULL;
+    pc->query = NULL;
+
+    status = (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR)
+             ? NGX_HTTP_MONETIZE_PG_ERROR : NGX_HTTP_MONETIZE_PG_OK;
+
+    if (res == NULL) {
+        status = NGX_HTTP_MONETIZE_PG_UNAVAILABLE;
+    }
+
+    if (q != NULL) {
+        ngx_http_monetize_pg_complete(q, status, res);
+
+    } else {
+        PQclear(res);
+    }
+
+    if (PQtransactionStatus(pc->pgconn) != PQTRANS_IDLE) {
+        /* a statement left a transaction open: never reuse such state */
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "monetize: a query left a transaction open on "
+                      "postgres \"%V\", closing the connection",
+                      &pc->pool->name);
+        ngx_http_monetize_pg_close(pc, 0);
+        return;
+    }
+
+    ngx_http_monetize_pg_ready(pc);
+}
+
+
+/*
+ * Level-triggered: libpq does not read a socket until it would block, so
+ * with edge-triggered events an EOF that arrived behind a message would
+ * never be reported again. Read interest stays on for the connection's
+ * life; write interest only while libpq has something to send.
+ */
+
+static void
+ngx_http_monetize_pg_wait(ngx_http_monetize_pg_conn_t *pc,
+    PostgresPollingStatusType what)
+{
+    ngx_event_t  *wev;
+
+    wev = pc->connection->write;
+
+    if (what == PGRES_POLLING_WRITING) {
+        if (!wev->active
+            && ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
+        {
+            /* the query's timer or the connect timer ends the wait */
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "monetize: cannot watch a postgres socket");
+        }
+
+        return;
+    }
+
+    if (wev->active) {
+        (void) ngx_del_event(wev, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_monetize_pg_close(ngx_http_monetize_pg_conn_t *pc,
+    ngx_uint_t connect_failed)
+{
+    ngx_http_monetize_pg_pool_t   *pool;
+    ngx_http_monetize_pg_query_t  *q;
+
+    pool = pc->pool;
+    q = pc->query;
+
+    ngx_queue_remove(&pc->queue);
+    pool->nconns--;
+
+    ngx_http_monetize_pg_detach(pc);
+
+    PQclear(pc->result);
+    PQfinish(pc->pgconn);
+    ngx_free(pc);
+
+    if (q != NULL) {
+        ngx_http_monetize_pg_complete(q, NGX_HTTP_MONETIZE_PG_UNAVAILABLE,
+                                      NULL);
+    }
+
+    if (ngx_queue_empty(&pool->waiting)) {
+        return;
+    }
+
+    if (connect_failed) {
+        if (pool->nconns == 0) {
+            ngx_http_monetize_pg_fail_waiting(pool);
+        }
+
+        return;
+    }
+
+    /* a working connection went away while queries wait: replace it */
+
+    if (pool->nconns < pool->size
+        && ngx_http_monetize_pg_connect(pool) != NGX_OK
+        && pool->nconns == 0)
+    {
+        ngx_http_monetize_pg_fail_waiting(pool);
+    }
+}
+
+
+static void
+ngx_http_monetize_pg_fail_waiting(ngx_http_monetize_pg_pool_t *pool)
+{
+    ngx_queue_t                    waiting, *head;
+    ngx_http_monetize_pg_query_t  *q;
+
+    /* handlers may queue new queries: fail only those waiting now */
+
+    ngx_queue_init(&waiting);
+    ngx_queue_add(&waiting, &pool->waiting);
+    ngx_queue_init(&pool->waiting);
+
+    while (!ngx_queue_empty(&waiting)) {
+        head = ngx_queue_head(&waiting);
+        ngx_queue_remove(head);
+
+        q = ngx_queue_data(head, ngx_http_monetize_pg_query_t, queue);
+        q->queued = 0;
+
+        ngx_http_monetize_pg_complete(q, NGX_HTTP_MONETIZE_PG_UNAVAILABLE,
+                                      NULL);
+    }
+}
+
+
+/*
+ * The answer is delivered from a posted event, after the pool is back in a
+ * consistent state: a handler never runs inside ngx_http_monetize_pg_send()
+ * nor in the middle of the pool's own bookkeeping.
+ */
+
+static void
+ngx_http_monetize_pg_complete(ngx_http_monetize_pg_query_t *q,
+    ngx_http_monetize_pg_status_e status, PGresult *res)
+{
+    if (q->event.timer_set) {
+        ngx_del_timer(&q->event);
+    }
+
+    q->conn = NULL;
+    q->status = status;
+    q->result = res;
+
+    q->event.handler = ngx_http_monetize_pg_deliver;
+    ngx_post_event(&q->event, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_monetize_pg_deliver(ngx_event_t *ev)
+{
+    PGresult                      *res;
+    ngx_http_monetize_pg_query_t  *q;
+
+    q = ev->data;
+    res = q->result;
+
+    /* the handler may free the query's memory along with its owner */
+    q->done = 1;
+    q->handler(q);
+
+    PQclear(res);
+}
+
+
+static void
+ngx_http_monetize_pg_query_timeout(ngx_event_t *ev)
+{
+    ngx_http_monetize_pg_conn_t   *pc;
+    ngx_http_monetize_pg_query_t  *q;
+
+    q = ev->data;
+
+    if (q->queued) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "monetize: no postgres connection became free within "
+                      "%Mms", q->pool->timeout);
+        ngx_queue_remove(&q->queue);
+        q->queued = 0;
+        ngx_http_monetize_pg_complete(q, NGX_HTTP_MONETIZE_PG_UNAVAILABLE,
+                                      NULL);
+        return;
+    }
+
+    /*
+     * The server still works on the statement and the protocol offers no
+     * non-blocking way to stop it on this connection: drop the connection.
+     */
+
+    pc = q->conn;
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "monetize: postgres \"%V\" did not answer within %Mms: %s",
+                  &q->pool->name, q->pool->timeout, q->sql);
+
+    ngx_http_monetize_pg_close(pc, 0);
+}
+
+
+static void
+ngx_http_monetize_pg_query_cleanup(void *data)
+{
+    ngx_http_monetize_pg_query_t *q = data;
+
+    if (q->done || q->pool == NULL) {
+        return;
+    }
+
+    if (q->event.timer_set) {
+        ngx_del_timer(&q->event);
+    }
+
+    if (q->event.posted) {
+        ngx_delete_posted_event(&q->event);
+        PQclear(q->result);
+        q->result = NULL;
+    }
+
+    if (q->queued) {
+        ngx_queue_remove(&q->queue);
+        q->queued = 0;
+    }
+
+    if (q->conn) {
+        q->conn->query = NULL;
+        q->conn = NULL;
+    }
+
+    q->done = 1;
+}
+
+
+ngx_int_t
+ngx_http_monetize_pg_get_str(ngx_http_monetize_pg_query_t *q, int row,
+    int col, ngx_str_t *value)
+{
+    if (q->result == NULL
+        || row >= PQntuples(q->result) || col >= PQnfields(q->result)
+        || PQgetisnull(q->result, row, col))
+    {
+        ngx_str_null(value);
+        return NGX_DECLINED;
+    }
+
+    value->data = (u_char *) PQgetvalue(q->result, row, col);
+    value->len = PQgetlength(q->result, row, col);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_monetize_pg_get_int(ngx_http_monetize_pg_query_t *q, int row,
+    int col, int64_t *value)
+{
+    u_char     *p, *last;
+    int64_t     n;
+    ngx_str_t   s;
+    ngx_uint_t  negative;
+
+    if (ngx_http_monetize_pg_get_str(q, row, col, &s) != NGX_OK
+        || s.len == 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    p = s.data;
+    last = p + s.len;
+    negative = (*p == '-');
+
+    if (negative) {
+        p++;
+    }
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    for (n = 0; p < last; p++) {
+        if (*p < '0' || *p > '9' || n > (INT64_MAX - 9) / 10) {
+            return NGX_ERROR;
+        }
+
+        n = n * 10 + (*p - '0');
+    }
+
+    *value = negative ? -n : n;
+
+    return NGX_OK;
+}
+
+
+const char *
+ngx_http_monetize_pg_sqlstate(ngx_http_monetize_pg_query_t *q)
+{
+    const char  *state;
+
+    if (q->result == NULL) {
+        return "";
+    }
+
+    state = PQresultErrorField(q->result, PG_DIAG_SQLSTATE);
+
+    return state ? state : "";
+}
+
+
+const char *
+ngx_http_monetize_pg_constraint(ngx_http_monetize_pg_query_t *q)
+{
+    const char  *name;
+
+    if (q->result == NULL) {
+        return "";
+    }
+
+    name = PQresultErrorField(q->result, PG_DIAG_CONSTRAINT_NAME);
+
+    return name ? name : "";
+}
+
+
+/* Logged once per outage; "is reachable again" closes it. */
+
+static void
+ngx_http_monetize_pg_unreachable(ngx_http_monetize_pg_conn_t *pc)
+{
+    if (!pc->pool->down) {
+        ngx_http_monetize_pg_log_error(pc, "cannot connect to");
+        pc->pool->down = 1;
+    }
+}
+
+
+/* libpq's messages span lines; the error log wants one. */
+
+static void
+ngx_http_monetize_pg_log_error(ngx_http_monetize_pg_conn_t *pc,
+    const char *what)
+{
+    u_char      *p, *last;
+    u_char       msg[512];
+    const char  *err;
+
+    err = PQerrorMessage(pc->pgconn);
+    last = ngx_cpystrn(msg, (u_char *) err, sizeof(msg));
+
+    for (p = msg; p < last; p++) {
+        if (*p == '\n' || *p == '\t') {
+            *p = ' ';
+        }
+    }
+
+    while (last > msg && last[-1] == ' ') {
+        last--;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "monetize: %s postgres \"%V\": %*s",
+                  what, &pc->pool->name, last - msg, msg);
+}
+
+
+static void
+ngx_http_monetize_pg_notice(void *arg, const char *message)
+{
+    ngx_http_monetize_pg_pool_t *pool = arg;
+
+    size_t  len;
+
+    len = ngx_strlen(message);
+
+    while (len && message[len - 1] == '\n') {
+        len--;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "monetize: postgres \"%V\" says: %*s",
+                  &pool->name, len, message);
+}
+
+
+void
+ngx_http_monetize_pg_pool_close(ngx_http_monetize_pg_pool_t *pool)
+{
+    ngx_queue_t                  *head;
+    ngx_http_monetize_pg_conn_t  *pc;
+
+    if (!pool->initialized) {
+        return;
+    }
+
+    ngx_queue_add(&pool->busy, &pool->idle);
+    ngx_queue_init(&pool->idle);
+
+    while (!ngx_queue_empty(&pool->busy)) {
+        head = ngx_queue_head(&pool->busy);
+        ngx_queue_remove(head);
+
+        pc = ngx_queue_data(head, ngx_http_monetize_pg_conn_t, queue);
+
+        ngx_http_monetize_pg_detach(pc);
+        PQclear(pc->result);
+        PQfinish(pc->pgconn);
+        ngx_free(pc);
+    }
+
+    pool->nconns = 0;
+}
+
+
+/*
+ * Configuration: the conninfo is parsed now, "env:NAME" values are taken
+ * from the environment, and a host name is resolved once, here, because
+ * libpq would otherwise resolve it synchronously on every connect.
+ */
+
+ngx_http_monetize_pg_pool_t *
+ngx_http_monetize_pg_pool_create(ngx_conf_t *cf, ngx_str_t *conninfo,
+    ngx_uint_t size, ngx_msec_t timeout)
+{
+    char                         *err, *info;
+    u_char                       *p;
+    ngx_str_t                     value, host, port, dbname;
+    ngx_url_t                     u;
+    ngx_uint_t                    n, i, has_hostaddr, has_gss, has_app;
+    PQconninfoOption             *opts, *o;
+    ngx_http_monetize_pg_pool_t  *pool;
+
+    info = ngx_pnalloc(cf->pool, conninfo->len + 1);
+    if (info == NULL) {
+        return NULL;
+    }
+
+    ngx_cpystrn((u_char *) info, conninfo->data, conninfo->len + 1);
+
+    err = NULL;
+    opts = PQconninfoParse(info, &err);
+
+    if (opts == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_postgres: invalid conninfo: %s",
+                           err ? err : "out of memory");
+        PQfreemem(err);
+        return NULL;
+    }
+
+    pool = ngx_pcalloc(cf->pool, sizeof(ngx_http_monetize_pg_pool_t));
+    if (pool == NULL) {
+        goto failed;
+    }
+
+    pool->size = size;
+    pool->timeout = timeout;
+
+    n = 0;
+    has_hostaddr = 0;
+    has_gss = 0;
+    has_app = 0;
+    ngx_str_null(&host);
+    ngx_str_null(&port);
+    ngx_str_null(&dbname);
+
+    for (o = opts; o->keyword; o++) {
+        if (o->val == NULL) {
+            continue;
+        }
+
+        n++;
+
+        if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
+            has_hostaddr = 1;
+
+        } else if (ngx_strcmp(o->keyword, "gssencmode") == 0) {
+            has_gss = 1;
+
+        } else if (ngx_strcmp(o->keyword, "application_name") == 0) {
+            has_app = 1;
+        }
+    }
+
+    /* room for hostaddr, gssencmode, application_name and the NULL */
+
+    pool->keywords = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
+    pool->values = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
+
+    if (pool->keywords == NULL || pool->values == NULL) {
+        goto failed;
+    }
+
+    i = 0;
+
+    for (o = opts; o->keyword; o++) {
+        if (o->val == NULL) {
+            continue;
+        }
+
+        value.data = (u_char *) o->val;
+        value.len = ngx_strlen(o->val);
+
+        if (value.len > 4 && ngx_strncmp(value.data, "env:", 4) == 0) {
+            if (ngx_http_monetize_conf_secret(cf, &value, &value)
+                != NGX_CONF_OK)
+            {
+                goto failed;
+            }
+
+        } else {
+            p = ngx_pnalloc(cf->pool, value.len + 1);
+            if (p == NULL) {
+                goto failed;
+            }
+
+            ngx_cpystrn(p, value.data, value.len + 1);
+            value.data = p;
+        }
+
+        p = ngx_pnalloc(cf->pool, ngx_strlen(o->keyword) + 1);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        ngx_cpystrn(p, (u_char *) o->keyword, ngx_strlen(o->keyword) + 1);
+        pool->keywords[i] = (char *) p;
+
+        if (ngx_strcmp(o->keyword, "host") == 0) {
+            host = value;
+
+        } else if (ngx_strcmp(o->keyword, "port") == 0) {
+            port = value;
+
+        } else if (ngx_strcmp(o->keyword, "dbname") == 0) {
+            dbname = value;
+        }
+
+        pool->values[i++] = (char *) value.data;
+    }
+
+    if (host.len && !has_hostaddr && host.data[0] != '/'
+        && host.data[0] != '@')
+    {
+        if (ngx_strlchr(host.data, host.data + host.len, ',')) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "monetize_postgres: a list of hosts \"%V\" is "
+                               "not supported", &host);
+            goto failed;
+        }
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.host = host;
+        u.port = 5432;
+
+        if (ngx_inet_resolve_host(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "monetize_postgres: host \"%V\" not found",
+                               &host);
+            goto failed;
+        }
+
+        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (p == NULL) {
+            goto failed;
+        }
+
+        value.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                                  p, NGX_SOCKADDR_STRLEN, 0);
+        p[value.len] = '\0';
+
+        pool->keywords[i] = "hostaddr";
+        pool->values[i++] = (char *) p;
+    }
+
+    if (!has_gss) {
+        /* GSSAPI negotiation may block on a KDC: off unless asked for */
+        pool->keywords[i] = "gssencmode";
+        pool->values[i++] = "disable";
+    }
+
+    if (!has_app) {
+        pool->keywords[i] = "application_name";
+        pool->values[i++] = "nginx-monetize";
+    }
+
+    pool->name.len = host.len + port.len + dbname.len + 2;
+    pool->name.data = ngx_pnalloc(cf->pool, pool->name.len);
+    if (pool->name.data == NULL) {
+        goto failed;
+    }
+
+    ngx_sprintf(pool->name.data, "%V:%V/%V", &host, &port, &dbname);
+
+    PQconninfoFree(opts);
+
+    return pool;
+
+failed:
+
+    PQconninfoFree(opts);
+
+    return NULL;
+}
