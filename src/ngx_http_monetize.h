@@ -34,6 +34,8 @@ typedef struct {
 
 char *ngx_http_monetize_conf_secret(ngx_conf_t *cf, ngx_str_t *value,
     ngx_str_t *out);
+char *ngx_http_monetize_conf_set_num(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 extern ngx_module_t  ngx_http_monetize_module;

@@ -29,8 +29,9 @@ typedef struct {
 } ngx_http_monetize_api_route_t;
 
 
-static ngx_int_t ngx_http_monetize_api_route(ngx_http_request_t *r,
-    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_api_route_t **route);
+static ngx_http_monetize_api_route_t *ngx_http_monetize_api_route(
+    ngx_http_request_t *r, ngx_http_monetize_api_ctx_t *ctx,
+    ngx_uint_t *allowed);
 static ngx_uint_t ngx_http_monetize_api_match(ngx_str_t *pattern,
     ngx_str_t *path, ngx_str_t *id);
 static ngx_int_t ngx_http_monetize_api_not_allowed(ngx_http_request_t *r,
@@ -82,6 +83,7 @@ ngx_http_monetize_api_handler(ngx_http_request_t *r)
 {
     json_t                         *error;
     ngx_int_t                       rc;
+    ngx_uint_t                      allowed;
     ngx_http_monetize_api_ctx_t    *ctx;
     ngx_http_monetize_api_route_t  *route;
 
@@ -92,17 +94,22 @@ ngx_http_monetize_api_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_monetize_module);
 
-    route = NULL;
-    rc = ngx_http_monetize_api_route(r, ctx, &route);
+    route = ngx_http_monetize_api_route(r, ctx, &allowed);
 
-    if (rc != NGX_OK || !route->body) {
+    if (route == NULL || !route->body) {
 
         if (ngx_http_discard_request_body(r) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (rc != NGX_OK) {
-            return rc;
+        if (route == NULL && allowed) {
+            return ngx_http_monetize_api_not_allowed(r, allowed);
+        }
+
+        if (route == NULL) {
+            return ngx_http_monetize_send_error(r, NGX_HTTP_NOT_FOUND,
+                                                "not_found",
+                                                "no such endpoint");
         }
 
         rc = ngx_http_monetize_api_start(r, ctx);
@@ -138,11 +145,13 @@ ngx_http_monetize_api_handler(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
+/* The route of the request, or NULL and the methods its path allows. */
+
+static ngx_http_monetize_api_route_t *
 ngx_http_monetize_api_route(ngx_http_request_t *r,
-    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_api_route_t **route)
+    ngx_http_monetize_api_ctx_t *ctx, ngx_uint_t *allowed)
 {
-    ngx_uint_t                      method, allowed;
+    ngx_uint_t                      method;
     ngx_http_core_loc_conf_t       *clcf;
     ngx_http_monetize_api_route_t  *rt;
 
@@ -167,7 +176,7 @@ ngx_http_monetize_api_route(ngx_http_request_t *r,
     }
 
     method = (r->method == NGX_HTTP_HEAD) ? NGX_HTTP_GET : r->method;
-    allowed = 0;
+    *allowed = 0;
 
     for (rt = ngx_http_monetize_api_routes; rt->handler; rt++) {
 
@@ -176,21 +185,15 @@ ngx_http_monetize_api_route(ngx_http_request_t *r,
         }
 
         if (rt->method == method) {
-            *route = rt;
             ctx->next = rt->handler;
             ctx->authenticate = rt->auth;
-            return NGX_OK;
+            return rt;
         }
 
-        allowed |= rt->method;
+        *allowed |= rt->method;
     }
 
-    if (allowed) {
-        return ngx_http_monetize_api_not_allowed(r, allowed);
-    }
-
-    return ngx_http_monetize_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                        "no such endpoint");
+    return NULL;
 }
 
 
@@ -265,7 +268,7 @@ ngx_http_monetize_api_not_allowed(ngx_http_request_t *r, ngx_uint_t methods)
 
     return ngx_http_monetize_send_error(r, NGX_HTTP_NOT_ALLOWED,
                                         "method_not_allowed",
-                                        "use %*s on this endpoint",
+                                        "use %.*s on this endpoint",
                                         (int) allow.len, allow.data);
 }
 

@@ -21,9 +21,12 @@
 
 ngx_int_t ngx_http_monetize_send_json(ngx_http_request_t *r,
     ngx_uint_t status, json_t *body);
-json_t *ngx_http_monetize_error_body(const char *code, const char *fmt, ...);
+/* messages are formatted by libc's printf, not nginx's */
+json_t *ngx_http_monetize_error_body(const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 ngx_int_t ngx_http_monetize_send_error(ngx_http_request_t *r,
-    ngx_uint_t status, const char *code, const char *fmt, ...);
+    ngx_uint_t status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 ngx_int_t ngx_http_monetize_set_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 

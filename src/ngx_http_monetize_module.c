@@ -33,11 +33,11 @@ static char *ngx_http_monetize_api(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static ngx_conf_num_bounds_t  ngx_http_monetize_signup_credits_bounds = {
-    ngx_conf_check_num_bounds, 0, 1000000000
+    NULL, 0, 1000000000
 };
 
 static ngx_conf_num_bounds_t  ngx_http_monetize_bcrypt_cost_bounds = {
-    ngx_conf_check_num_bounds, 4, 31
+    NULL, 4, 31
 };
 
 
@@ -66,14 +66,14 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
 
     { ngx_string("monetize_signup_credits"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
+      ngx_http_monetize_conf_set_num,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_monetize_main_conf_t, signup_credits),
       &ngx_http_monetize_signup_credits_bounds },
 
     { ngx_string("monetize_bcrypt_cost"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
+      ngx_http_monetize_conf_set_num,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_monetize_main_conf_t, bcrypt_cost),
       &ngx_http_monetize_bcrypt_cost_bounds },
@@ -406,6 +406,46 @@ ngx_http_monetize_conf_secret(ngx_conf_t *cf, ngx_str_t *value,
     }
 
     ngx_cpystrn(out->data, (u_char *) env, out->len + 1);
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * ngx_conf_set_num_slot() with bounds (cmd->post: ngx_conf_num_bounds_t)
+ * whose error names the directive, the value and the range.
+ */
+
+char *
+ngx_http_monetize_conf_set_num(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    ngx_int_t              *np, n;
+    ngx_str_t              *value;
+    ngx_conf_num_bounds_t  *bounds;
+
+    np = (ngx_int_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    bounds = cmd->post;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n == NGX_ERROR || n < bounds->low || n > bounds->high) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%V: invalid value \"%V\", give a whole number "
+                           "from %i to %i", &value[0], &value[1],
+                           bounds->low, bounds->high);
+        return NGX_CONF_ERROR;
+    }
+
+    *np = n;
 
     return NGX_CONF_OK;
 }

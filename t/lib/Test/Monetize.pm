@@ -688,7 +688,7 @@ sub _dechunk {
 
 # Parses a whole HTTP/1.x response (or what came before an error).
 sub _parse_response {
-    my ($raw, $res) = @_;
+    my ($raw, $res, $head) = @_;
     my $end = index $raw, "\r\n\r\n";
     return 'incomplete response headers' if $end < 0;
 
@@ -709,7 +709,9 @@ sub _parse_response {
     my $body = substr $raw, $end + 4;
     my $te = $res->{headers}{'transfer-encoding'} // '';
     my $cl = $res->{headers}{'content-length'};
-    if ($te =~ /chunked/i) {
+    if ($head) {
+        # a response to HEAD has headers only, whatever they announce
+    } elsif ($te =~ /chunked/i) {
         $body = _dechunk($body);
         return 'incomplete chunked body' unless defined $body;
     } elsif (defined $cl && $cl =~ /\A\d+\z/) {
@@ -1385,7 +1387,8 @@ sub new {
     my ($class, %o) = @_;
     my $now = Time::HiRes::time();
     my $self = bless { out => $o{raw}, in => '', timeout => $o{timeout},
-                       started => $now, deadline => $now + $o{timeout} },
+                       started => $now, deadline => $now + $o{timeout},
+                       head => scalar($o{raw} =~ /\AHEAD /) },
                      $class;
     my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                      PeerPort => $o{port}, Proto => 'tcp',
@@ -1412,7 +1415,8 @@ sub _finish {
                 body => undef, json => undef, raw => $self->{in},
                 done_at => $now, elapsed => $now - $self->{started},
                 seq => ++$Seq };
-    my $perr = Test::Monetize::_parse_response($self->{in}, $res);
+    my $perr = Test::Monetize::_parse_response($self->{in}, $res,
+                                               $self->{head});
     # A reset after a complete response is no error.
     $res->{error} = defined $perr ? ($error // "malformed response: $perr")
                   : ($error && $error =~ /^timeout/) ? $error : undef;
