@@ -1,0 +1,248 @@
+# GET /verify_credits: who is calling, from "Authorization: Bearer" or
+# "X-API-Key", and every way a credential can be wrong.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Monetize;
+use Digest::SHA qw(hmac_sha256_hex);
+
+# Accounts with keys we know: the key is never stored, only its HMAC.
+sub account {
+    my ($email, $key, %o) = @_;
+    my ($id) = map { $_->[0] } Test::Monetize::psql(
+        "INSERT INTO users (email, password_hash, suspended_at)"
+        . " VALUES (\$1, 'x', CASE WHEN \$2 = 't' THEN now() END)"
+        . " RETURNING id", $email, $o{suspended} ? 't' : 'f');
+    Test::Monetize::psql(
+        "INSERT INTO api_keys (user_id, key_hash, prefix, revoked_at, expires_at)"
+        . " VALUES (\$1, \$2, \$3, CASE WHEN \$4 = 't' THEN now() END,"
+        . "         now() + (\$5 || ' seconds')::interval)",
+        $id, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}),
+        substr($key, 0, 12), $o{revoked} ? 't' : 'f', $o{expires_in} // 3600);
+    Test::Monetize::psql("SELECT monetize_credit(\$1, \$2, 'admin', \$3)",
+                         $id, $o{credits}, "fixture:$email")
+        if $o{credits};
+}
+
+account('good@example.com',      'sk_live_' . ('A' x 32), credits => 42);
+account('revoked@example.com',   'sk_live_' . ('R' x 32), revoked => 1);
+account('expired@example.com',   'sk_live_' . ('E' x 32), expires_in => -60);
+account('suspended@example.com', 'sk_live_' . ('S' x 32), suspended => 1);
+
+plan tests => scalar blocks();
+run_tests();
+
+__DATA__
+
+=== TEST 1: the balance, by Authorization: Bearer
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+Authorization: Bearer sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /v1/verify_credits
+--- error_code: 200
+--- response_body
+{"balance":42}
+
+=== TEST 2: the balance, by X-API-Key, at /credits too
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request eval
+["GET /v1/verify_credits", "GET /v1/credits"]
+--- response_json
+{"balance": 42}
+
+=== TEST 3: the scheme is case-insensitive; both headers may come if they agree
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+Authorization: bearer sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /v1/verify_credits
+--- response_json
+{"balance": 42}
+
+=== TEST 4: no credential
+--- config
+    location /v1/ { monetize_api; }
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "missing_credentials"}}
+
+=== TEST 5: another authorization scheme
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+Authorization: Basic dXNlcjpwYXNz
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "the Authorization header must be \"Bearer <key>\""}}
+
+=== TEST 6: a key of the right shape that does not exist
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "no such API key"}}
+
+=== TEST 7: a key that is too short is refused before any lookup
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_short
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+
+=== TEST 8: a key with a character outside base62 is refused before any lookup
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAA-AAAAAAAAAAAAAAA
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+
+=== TEST 9: a key with another prefix is refused before any lookup
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: pk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+
+=== TEST 10: a key longer than any of ours is refused before any lookup
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+
+=== TEST 11: a binary key
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers eval
+"X-API-Key: sk_live_AAAA\x01\x80AAAAAAAAAAAAAAAAAAAAAAAAAA"
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "the credential is empty, too long, or not printable ASCII"}}
+
+=== TEST 12: an empty bearer
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+Authorization: Bearer 
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key"}}
+
+=== TEST 13: X-API-Key given twice is ambiguous
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+X-API-Key: sk_live_ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ
+--- request
+GET /v1/verify_credits
+--- error_code: 400
+--- response_json
+{"error": {"code": "invalid_request", "message": "the X-API-Key header is given more than once"}}
+
+=== TEST 14: the two headers disagree
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+Authorization: Bearer sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+X-API-Key: sk_live_ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ
+--- request
+GET /v1/verify_credits
+--- error_code: 400
+--- response_json
+{"error": {"code": "invalid_request", "message": "the Authorization and X-API-Key headers disagree"}}
+
+=== TEST 15: a revoked key
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_RRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRR
+--- request
+GET /v1/verify_credits
+--- error_code: 403
+--- response_json
+{"error": {"code": "key_revoked"}}
+
+=== TEST 16: an expired key
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE
+--- request
+GET /v1/verify_credits
+--- error_code: 403
+--- response_json
+{"error": {"code": "key_expired"}}
+
+=== TEST 17: a suspended account
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+--- request
+GET /v1/verify_credits
+--- error_code: 403
+--- response_json
+{"error": {"code": "account_suspended"}}
+
+=== TEST 18: a key hashed under another secret is no key of ours
+--- key_secret
+    monetize_key_secret another-secret-of-32-characters!;
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "no such API key"}}
+
+=== TEST 19: a key prefix of the operator's choosing
+--- http_config
+    monetize_key_prefix sk_test_;
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /v1/verify_credits
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
