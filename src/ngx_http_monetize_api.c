@@ -517,9 +517,11 @@ ngx_http_monetize_api_backend_failed(ngx_http_request_t *r,
         return ngx_http_monetize_api_unavailable(r, "postgres");
     }
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "monetize: postgres refused \"%s\": %s", q->sql,
-                  q->result ? PQresultErrorMessage(q->result) : "no result");
+    ngx_http_monetize_pg_log_refused(r->connection->log, q);
+
+    if (ngx_http_monetize_pg_transient(q)) {
+        return ngx_http_monetize_api_unavailable(r, "postgres");
+    }
 
     return ngx_http_monetize_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                         "internal_error",

@@ -47,6 +47,8 @@ struct ngx_http_monetize_pg_pool_s {
     ngx_uint_t                         size;
     ngx_msec_t                         timeout;
 
+    ngx_msec_t                         grace;      /* beyond the server's */
+
     ngx_uint_t                         nconns;
     ngx_queue_t                        idle;
     ngx_queue_t                        busy;       /* connecting and busy */
@@ -81,6 +83,8 @@ static void ngx_http_monetize_pg_query_cleanup(void *data);
 static void ngx_http_monetize_pg_unreachable(ngx_http_monetize_pg_conn_t *pc);
 static void ngx_http_monetize_pg_log_error(ngx_http_monetize_pg_conn_t *pc,
     const char *what);
+static size_t ngx_http_monetize_pg_one_line(const char *text, u_char *buf,
+    size_t size);
 static void ngx_http_monetize_pg_notice(void *arg, const char *message);
 
 
@@ -104,7 +108,7 @@ ngx_http_monetize_pg_send(ngx_http_monetize_pg_pool_t *pool,
     q->event.handler = ngx_http_monetize_pg_query_timeout;
     q->event.data = q;
     q->event.log = ngx_cycle->log;
-    ngx_add_timer(&q->event, pool->timeout);
+    ngx_add_timer(&q->event, pool->timeout + pool->grace);
 
     if (!ngx_queue_empty(&pool->idle)) {
         head = ngx_queue_head(&pool->idle);
@@ -727,7 +731,7 @@ ngx_http_monetize_pg_query_timeout(ngx_event_t *ev)
     if (q->queued) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "monetize: no postgres connection became free within "
-                      "%Mms", q->pool->timeout);
+                      "%Mms", q->pool->timeout + q->pool->grace);
         ngx_queue_remove(&q->queue);
         q->queued = 0;
         ngx_http_monetize_pg_complete(q, NGX_HTTP_MONETIZE_PG_UNAVAILABLE,
@@ -744,7 +748,7 @@ ngx_http_monetize_pg_query_timeout(ngx_event_t *ev)
 
     ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                   "monetize: postgres \"%V\" did not answer within %Mms: %s",
-                  &q->pool->name, q->pool->timeout, q->sql);
+                  &q->pool->name, q->pool->timeout + q->pool->grace, q->sql);
 
     ngx_http_monetize_pg_close(pc, 0);
 }
@@ -858,6 +862,32 @@ ngx_http_monetize_pg_sqlstate(ngx_http_monetize_pg_query_t *q)
 }
 
 
+/*
+ * An error that says nothing about the statement itself: the server was
+ * shutting down, out of resources, timed it out, or chose it as a deadlock
+ * or serialization victim. It was rolled back; trying later may succeed.
+ */
+
+ngx_uint_t
+ngx_http_monetize_pg_transient(ngx_http_monetize_pg_query_t *q)
+{
+    const char  *state;
+
+    if (q->status != NGX_HTTP_MONETIZE_PG_ERROR) {
+        return q->status == NGX_HTTP_MONETIZE_PG_UNAVAILABLE;
+    }
+
+    state = ngx_http_monetize_pg_sqlstate(q);
+
+    return ngx_strncmp(state, "08", 2) == 0      /* connection exception */
+           || ngx_strncmp(state, "53", 2) == 0   /* insufficient resources */
+           || ngx_strncmp(state, "57", 2) == 0   /* operator intervention,
+                                                    statement timeout */
+           || ngx_strcmp(state, "40001") == 0    /* serialization failure */
+           || ngx_strcmp(state, "40P01") == 0;   /* deadlock detected */
+}
+
+
 const char *
 ngx_http_monetize_pg_constraint(ngx_http_monetize_pg_query_t *q)
 {
@@ -885,32 +915,59 @@ ngx_http_monetize_pg_unreachable(ngx_http_monetize_pg_conn_t *pc)
 }
 
 
-/* libpq's messages span lines; the error log wants one. */
-
 static void
 ngx_http_monetize_pg_log_error(ngx_http_monetize_pg_conn_t *pc,
     const char *what)
 {
-    u_char      *p, *last;
-    u_char       msg[512];
-    const char  *err;
+    size_t  len;
+    u_char  msg[512];
 
-    err = PQerrorMessage(pc->pgconn);
-    last = ngx_cpystrn(msg, (u_char *) err, sizeof(msg));
+    len = ngx_http_monetize_pg_one_line(PQerrorMessage(pc->pgconn), msg,
+                                        sizeof(msg));
 
-    for (p = msg; p < last; p++) {
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "monetize: %s postgres \"%V\": %*s",
+                  what, &pc->pool->name, len, msg);
+}
+
+
+void
+ngx_http_monetize_pg_log_refused(ngx_log_t *log,
+    ngx_http_monetize_pg_query_t *q)
+{
+    size_t  len;
+    u_char  msg[512];
+
+    len = ngx_http_monetize_pg_one_line(q->result
+                                        ? PQresultErrorMessage(q->result)
+                                        : "no answer", msg, sizeof(msg));
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "monetize: postgres \"%V\" refused \"%s\": %*s",
+                  &q->pool->name, q->sql, len, msg);
+}
+
+
+/* libpq's messages span lines; the error log wants one. */
+
+static size_t
+ngx_http_monetize_pg_one_line(const char *text, u_char *buf, size_t size)
+{
+    u_char  *p, *last;
+
+    last = ngx_cpystrn(buf, (u_char *) text, size);
+
+    for (p = buf; p < last; p++) {
         if (*p == '\n' || *p == '\t') {
             *p = ' ';
         }
     }
 
-    while (last > msg && last[-1] == ' ') {
+    while (last > buf && last[-1] == ' ') {
         last--;
     }
 
-    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                  "monetize: %s postgres \"%V\": %*s",
-                  what, &pc->pool->name, last - msg, msg);
+    return last - buf;
 }
 
 
@@ -974,9 +1031,10 @@ ngx_http_monetize_pg_pool_create(ngx_conf_t *cf, ngx_str_t *conninfo,
 {
     char                         *err, *info;
     u_char                       *p;
-    ngx_str_t                     value, host, port, dbname;
+    ngx_str_t                     value, host, hostaddr, port, dbname;
     ngx_url_t                     u;
-    ngx_uint_t                    n, i, has_hostaddr, has_gss, has_app;
+    ngx_uint_t                    n, i, has_hostaddr, has_gss, has_app,
+                                  options;
     PQconninfoOption             *opts, *o;
     ngx_http_monetize_pg_pool_t  *pool;
 
@@ -1005,12 +1063,15 @@ ngx_http_monetize_pg_pool_create(ngx_conf_t *cf, ngx_str_t *conninfo,
 
     pool->size = size;
     pool->timeout = timeout;
+    pool->grace = 1000;
 
     n = 0;
+    options = 0;
     has_hostaddr = 0;
     has_gss = 0;
     has_app = 0;
     ngx_str_null(&host);
+    ngx_str_null(&hostaddr);
     ngx_str_null(&port);
     ngx_str_null(&dbname);
 
@@ -1032,10 +1093,10 @@ ngx_http_monetize_pg_pool_create(ngx_conf_t *cf, ngx_str_t *conninfo,
         }
     }
 
-    /* room for hostaddr, gssencmode, application_name and the NULL */
+    /* room for hostaddr, gssencmode, application_name, options, NULL */
 
-    pool->keywords = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
-    pool->values = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
+    pool->keywords = ngx_pcalloc(cf->pool, (n + 5) * sizeof(char *));
+    pool->values = ngx_pcalloc(cf->pool, (n + 5) * sizeof(char *));
 
     if (pool->keywords == NULL || pool->values == NULL) {
         goto failed;
@@ -1079,11 +1140,17 @@ ngx_http_monetize_pg_pool_create(ngx_conf_t *cf, ngx_str_t *conninfo,
         if (ngx_strcmp(o->keyword, "host") == 0) {
             host = value;
 
+        } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
+            hostaddr = value;
+
         } else if (ngx_strcmp(o->keyword, "port") == 0) {
             port = value;
 
         } else if (ngx_strcmp(o->keyword, "dbname") == 0) {
             dbname = value;
+
+        } else if (ngx_strcmp(o->keyword, "options") == 0) {
+            options = i;
         }
 
         pool->values[i++] = (char *) value.data;
@@ -1132,6 +1199,33 @@ ngx_http_monetize_pg_pool_create(ngx_conf_t *cf, ngx_str_t *conninfo,
     if (!has_app) {
         pool->keywords[i] = "application_name";
         pool->values[i++] = "nginx-monetize";
+    }
+
+    /*
+     * The server ends a statement that runs past the timeout and rolls it
+     * back, so a timed-out statement has a definite outcome; our own timer,
+     * a grace later, only catches a server or network that went silent.
+     */
+
+    if (options == 0) {
+        options = i++;
+        pool->keywords[options] = "options";
+        pool->values[options] = "";
+    }
+
+    p = ngx_pnalloc(cf->pool, ngx_strlen(pool->values[options])
+                              + sizeof(" -c statement_timeout=ms")
+                              + NGX_INT_T_LEN);
+    if (p == NULL) {
+        goto failed;
+    }
+
+    *ngx_sprintf(p, "%s -c statement_timeout=%Mms",
+                 pool->values[options], timeout) = '\0';
+    pool->values[options] = (char *) p;
+
+    if (host.len == 0) {
+        host = hostaddr;
     }
 
     pool->name.len = host.len + port.len + dbname.len + 2;

@@ -74,6 +74,9 @@ ngx_int_t ngx_http_monetize_pg_get_str(ngx_http_monetize_pg_query_t *q,
 ngx_int_t ngx_http_monetize_pg_get_int(ngx_http_monetize_pg_query_t *q,
     int row, int col, int64_t *value);
 const char *ngx_http_monetize_pg_sqlstate(ngx_http_monetize_pg_query_t *q);
+ngx_uint_t ngx_http_monetize_pg_transient(ngx_http_monetize_pg_query_t *q);
+void ngx_http_monetize_pg_log_refused(ngx_log_t *log,
+    ngx_http_monetize_pg_query_t *q);
 const char *ngx_http_monetize_pg_constraint(ngx_http_monetize_pg_query_t *q);
 
 
