@@ -41,9 +41,7 @@ struct ngx_http_monetize_pg_conn_s {
 
 
 struct ngx_http_monetize_pg_pool_s {
-    const char                       **keywords;
-    const char                       **values;
-    ngx_str_t                          name;       /* for the log */
+    ngx_http_monetize_pg_conninfo_t    conninfo;
     ngx_uint_t                         size;
     ngx_msec_t                         timeout;
 
@@ -83,8 +81,6 @@ static void ngx_http_monetize_pg_query_cleanup(void *data);
 static void ngx_http_monetize_pg_unreachable(ngx_http_monetize_pg_conn_t *pc);
 static void ngx_http_monetize_pg_log_error(ngx_http_monetize_pg_conn_t *pc,
     const char *what);
-static size_t ngx_http_monetize_pg_one_line(const char *text, u_char *buf,
-    size_t size);
 static void ngx_http_monetize_pg_notice(void *arg, const char *message);
 
 
@@ -181,7 +177,8 @@ ngx_http_monetize_pg_connect(ngx_http_monetize_pg_pool_t *pool)
     pc->pool = pool;
     pc->state = NGX_HTTP_MONETIZE_PG_CONNECTING;
 
-    pc->pgconn = PQconnectStartParams(pool->keywords, pool->values, 0);
+    pc->pgconn = PQconnectStartParams(pool->conninfo.keywords,
+                                       pool->conninfo.values, 0);
 
     if (pc->pgconn == NULL) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
@@ -329,7 +326,7 @@ ngx_http_monetize_pg_event_handler(ngx_event_t *ev)
         ev->timedout = 0;
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "monetize: connecting to postgres \"%V\" timed out",
-                      &pc->pool->name);
+                      &pc->pool->conninfo.name);
         ngx_http_monetize_pg_close(pc, 1);
         return;
     }
@@ -384,7 +381,7 @@ ngx_http_monetize_pg_connect_poll(ngx_http_monetize_pg_conn_t *pc)
             pc->pool->down = 0;
             ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                           "monetize: postgres \"%V\" is reachable again",
-                          &pc->pool->name);
+                          &pc->pool->conninfo.name);
         }
 
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
@@ -503,7 +500,7 @@ ngx_http_monetize_pg_read(ngx_http_monetize_pg_conn_t *pc)
         } else {
             ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                           "monetize: postgres \"%V\" closed an idle "
-                          "connection", &pc->pool->name);
+                          "connection", &pc->pool->conninfo.name);
         }
 
         ngx_http_monetize_pg_close(pc, 0);
@@ -566,7 +563,7 @@ done:
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "monetize: a query left a transaction open on "
                       "postgres \"%V\", closing the connection",
-                      &pc->pool->name);
+                      &pc->pool->conninfo.name);
         ngx_http_monetize_pg_close(pc, 0);
         return;
     }
@@ -748,7 +745,7 @@ ngx_http_monetize_pg_query_timeout(ngx_event_t *ev)
 
     ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                   "monetize: postgres \"%V\" did not answer within %Mms: %s",
-                  &q->pool->name, q->pool->timeout + q->pool->grace, q->sql);
+                  &q->pool->conninfo.name, q->pool->timeout + q->pool->grace, q->sql);
 
     ngx_http_monetize_pg_close(pc, 0);
 }
@@ -787,122 +784,6 @@ ngx_http_monetize_pg_query_cleanup(void *data)
 }
 
 
-ngx_int_t
-ngx_http_monetize_pg_get_str(ngx_http_monetize_pg_query_t *q, int row,
-    int col, ngx_str_t *value)
-{
-    if (q->result == NULL
-        || row >= PQntuples(q->result) || col >= PQnfields(q->result)
-        || PQgetisnull(q->result, row, col))
-    {
-        ngx_str_null(value);
-        return NGX_DECLINED;
-    }
-
-    value->data = (u_char *) PQgetvalue(q->result, row, col);
-    value->len = PQgetlength(q->result, row, col);
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_monetize_pg_get_int(ngx_http_monetize_pg_query_t *q, int row,
-    int col, int64_t *value)
-{
-    u_char     *p, *last;
-    int64_t     n;
-    ngx_str_t   s;
-    ngx_uint_t  negative;
-
-    if (ngx_http_monetize_pg_get_str(q, row, col, &s) != NGX_OK
-        || s.len == 0)
-    {
-        return NGX_DECLINED;
-    }
-
-    p = s.data;
-    last = p + s.len;
-    negative = (*p == '-');
-
-    if (negative) {
-        p++;
-    }
-
-    if (p == last) {
-        return NGX_ERROR;
-    }
-
-    for (n = 0; p < last; p++) {
-        if (*p < '0' || *p > '9' || n > (INT64_MAX - 9) / 10) {
-            return NGX_ERROR;
-        }
-
-        n = n * 10 + (*p - '0');
-    }
-
-    *value = negative ? -n : n;
-
-    return NGX_OK;
-}
-
-
-const char *
-ngx_http_monetize_pg_sqlstate(ngx_http_monetize_pg_query_t *q)
-{
-    const char  *state;
-
-    if (q->result == NULL) {
-        return "";
-    }
-
-    state = PQresultErrorField(q->result, PG_DIAG_SQLSTATE);
-
-    return state ? state : "";
-}
-
-
-/*
- * An error that says nothing about the statement itself: the server was
- * shutting down, out of resources, timed it out, or chose it as a deadlock
- * or serialization victim. It was rolled back; trying later may succeed.
- */
-
-ngx_uint_t
-ngx_http_monetize_pg_transient(ngx_http_monetize_pg_query_t *q)
-{
-    const char  *state;
-
-    if (q->status != NGX_HTTP_MONETIZE_PG_ERROR) {
-        return q->status == NGX_HTTP_MONETIZE_PG_UNAVAILABLE;
-    }
-
-    state = ngx_http_monetize_pg_sqlstate(q);
-
-    return ngx_strncmp(state, "08", 2) == 0      /* connection exception */
-           || ngx_strncmp(state, "53", 2) == 0   /* insufficient resources */
-           || ngx_strncmp(state, "57", 2) == 0   /* operator intervention,
-                                                    statement timeout */
-           || ngx_strcmp(state, "40001") == 0    /* serialization failure */
-           || ngx_strcmp(state, "40P01") == 0;   /* deadlock detected */
-}
-
-
-const char *
-ngx_http_monetize_pg_constraint(ngx_http_monetize_pg_query_t *q)
-{
-    const char  *name;
-
-    if (q->result == NULL) {
-        return "";
-    }
-
-    name = PQresultErrorField(q->result, PG_DIAG_CONSTRAINT_NAME);
-
-    return name ? name : "";
-}
-
-
 /* Logged once per outage; "is reachable again" closes it. */
 
 static void
@@ -927,47 +808,7 @@ ngx_http_monetize_pg_log_error(ngx_http_monetize_pg_conn_t *pc,
 
     ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                   "monetize: %s postgres \"%V\": %*s",
-                  what, &pc->pool->name, len, msg);
-}
-
-
-void
-ngx_http_monetize_pg_log_refused(ngx_log_t *log,
-    ngx_http_monetize_pg_query_t *q)
-{
-    size_t  len;
-    u_char  msg[512];
-
-    len = ngx_http_monetize_pg_one_line(q->result
-                                        ? PQresultErrorMessage(q->result)
-                                        : "no answer", msg, sizeof(msg));
-
-    ngx_log_error(NGX_LOG_ERR, log, 0,
-                  "monetize: postgres \"%V\" refused \"%s\": %*s",
-                  &q->pool->name, q->sql, len, msg);
-}
-
-
-/* libpq's messages span lines; the error log wants one. */
-
-static size_t
-ngx_http_monetize_pg_one_line(const char *text, u_char *buf, size_t size)
-{
-    u_char  *p, *last;
-
-    last = ngx_cpystrn(buf, (u_char *) text, size);
-
-    for (p = buf; p < last; p++) {
-        if (*p == '\n' || *p == '\t') {
-            *p = ' ';
-        }
-    }
-
-    while (last > buf && last[-1] == ' ') {
-        last--;
-    }
-
-    return last - buf;
+                  what, &pc->pool->conninfo.name, len, msg);
 }
 
 
@@ -986,7 +827,14 @@ ngx_http_monetize_pg_notice(void *arg, const char *message)
 
     ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                   "monetize: postgres \"%V\" says: %*s",
-                  &pool->name, len, message);
+                  &pool->conninfo.name, len, message);
+}
+
+
+ngx_str_t *
+ngx_http_monetize_pg_name(ngx_http_monetize_pg_pool_t *pool)
+{
+    return &pool->conninfo.name;
 }
 
 
@@ -1019,230 +867,27 @@ ngx_http_monetize_pg_pool_close(ngx_http_monetize_pg_pool_t *pool)
 }
 
 
-/*
- * Configuration: the conninfo is parsed now, "env:NAME" values are taken
- * from the environment, and a host name is resolved once, here, because
- * libpq would otherwise resolve it synchronously on every connect.
- */
-
 ngx_http_monetize_pg_pool_t *
 ngx_http_monetize_pg_pool_create(ngx_conf_t *cf, ngx_str_t *conninfo,
     ngx_uint_t size, ngx_msec_t timeout)
 {
-    char                         *err, *info;
-    u_char                       *p;
-    ngx_str_t                     value, host, hostaddr, port, dbname;
-    ngx_url_t                     u;
-    ngx_uint_t                    n, i, has_hostaddr, has_gss, has_app,
-                                  options;
-    PQconninfoOption             *opts, *o;
     ngx_http_monetize_pg_pool_t  *pool;
-
-    info = ngx_pnalloc(cf->pool, conninfo->len + 1);
-    if (info == NULL) {
-        return NULL;
-    }
-
-    ngx_cpystrn((u_char *) info, conninfo->data, conninfo->len + 1);
-
-    err = NULL;
-    opts = PQconninfoParse(info, &err);
-
-    if (opts == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "monetize_postgres: invalid conninfo: %s",
-                           err ? err : "out of memory");
-        PQfreemem(err);
-        return NULL;
-    }
 
     pool = ngx_pcalloc(cf->pool, sizeof(ngx_http_monetize_pg_pool_t));
     if (pool == NULL) {
-        goto failed;
+        return NULL;
+    }
+
+    if (ngx_http_monetize_pg_conninfo_parse(cf, conninfo, timeout,
+                                            &pool->conninfo)
+        != NGX_OK)
+    {
+        return NULL;
     }
 
     pool->size = size;
     pool->timeout = timeout;
     pool->grace = 1000;
 
-    n = 0;
-    options = 0;
-    has_hostaddr = 0;
-    has_gss = 0;
-    has_app = 0;
-    ngx_str_null(&host);
-    ngx_str_null(&hostaddr);
-    ngx_str_null(&port);
-    ngx_str_null(&dbname);
-
-    for (o = opts; o->keyword; o++) {
-        if (o->val == NULL) {
-            continue;
-        }
-
-        n++;
-
-        if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
-            has_hostaddr = 1;
-
-        } else if (ngx_strcmp(o->keyword, "gssencmode") == 0) {
-            has_gss = 1;
-
-        } else if (ngx_strcmp(o->keyword, "application_name") == 0) {
-            has_app = 1;
-        }
-    }
-
-    /* room for hostaddr, gssencmode, application_name, options, NULL */
-
-    pool->keywords = ngx_pcalloc(cf->pool, (n + 5) * sizeof(char *));
-    pool->values = ngx_pcalloc(cf->pool, (n + 5) * sizeof(char *));
-
-    if (pool->keywords == NULL || pool->values == NULL) {
-        goto failed;
-    }
-
-    i = 0;
-
-    for (o = opts; o->keyword; o++) {
-        if (o->val == NULL) {
-            continue;
-        }
-
-        value.data = (u_char *) o->val;
-        value.len = ngx_strlen(o->val);
-
-        if (value.len > 4 && ngx_strncmp(value.data, "env:", 4) == 0) {
-            if (ngx_http_monetize_conf_secret(cf, &value, &value)
-                != NGX_CONF_OK)
-            {
-                goto failed;
-            }
-
-        } else {
-            p = ngx_pnalloc(cf->pool, value.len + 1);
-            if (p == NULL) {
-                goto failed;
-            }
-
-            ngx_cpystrn(p, value.data, value.len + 1);
-            value.data = p;
-        }
-
-        p = ngx_pnalloc(cf->pool, ngx_strlen(o->keyword) + 1);
-        if (p == NULL) {
-            goto failed;
-        }
-
-        ngx_cpystrn(p, (u_char *) o->keyword, ngx_strlen(o->keyword) + 1);
-        pool->keywords[i] = (char *) p;
-
-        if (ngx_strcmp(o->keyword, "host") == 0) {
-            host = value;
-
-        } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
-            hostaddr = value;
-
-        } else if (ngx_strcmp(o->keyword, "port") == 0) {
-            port = value;
-
-        } else if (ngx_strcmp(o->keyword, "dbname") == 0) {
-            dbname = value;
-
-        } else if (ngx_strcmp(o->keyword, "options") == 0) {
-            options = i;
-        }
-
-        pool->values[i++] = (char *) value.data;
-    }
-
-    if (host.len && !has_hostaddr && host.data[0] != '/'
-        && host.data[0] != '@')
-    {
-        if (ngx_strlchr(host.data, host.data + host.len, ',')) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "monetize_postgres: a list of hosts \"%V\" is "
-                               "not supported", &host);
-            goto failed;
-        }
-
-        ngx_memzero(&u, sizeof(ngx_url_t));
-        u.host = host;
-        u.port = 5432;
-
-        if (ngx_inet_resolve_host(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "monetize_postgres: host \"%V\" not found",
-                               &host);
-            goto failed;
-        }
-
-        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-        if (p == NULL) {
-            goto failed;
-        }
-
-        value.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
-                                  p, NGX_SOCKADDR_STRLEN, 0);
-        p[value.len] = '\0';
-
-        pool->keywords[i] = "hostaddr";
-        pool->values[i++] = (char *) p;
-    }
-
-    if (!has_gss) {
-        /* GSSAPI negotiation may block on a KDC: off unless asked for */
-        pool->keywords[i] = "gssencmode";
-        pool->values[i++] = "disable";
-    }
-
-    if (!has_app) {
-        pool->keywords[i] = "application_name";
-        pool->values[i++] = "nginx-monetize";
-    }
-
-    /*
-     * The server ends a statement that runs past the timeout and rolls it
-     * back, so a timed-out statement has a definite outcome; our own timer,
-     * a grace later, only catches a server or network that went silent.
-     */
-
-    if (options == 0) {
-        options = i++;
-        pool->keywords[options] = "options";
-        pool->values[options] = "";
-    }
-
-    p = ngx_pnalloc(cf->pool, ngx_strlen(pool->values[options])
-                              + sizeof(" -c statement_timeout=ms")
-                              + NGX_INT_T_LEN);
-    if (p == NULL) {
-        goto failed;
-    }
-
-    *ngx_sprintf(p, "%s -c statement_timeout=%Mms",
-                 pool->values[options], timeout) = '\0';
-    pool->values[options] = (char *) p;
-
-    if (host.len == 0) {
-        host = hostaddr;
-    }
-
-    pool->name.len = host.len + port.len + dbname.len + 2;
-    pool->name.data = ngx_pnalloc(cf->pool, pool->name.len);
-    if (pool->name.data == NULL) {
-        goto failed;
-    }
-
-    ngx_sprintf(pool->name.data, "%V:%V/%V", &host, &port, &dbname);
-
-    PQconninfoFree(opts);
-
     return pool;
-
-failed:
-
-    PQconninfoFree(opts);
-
-    return NULL;
 }

@@ -19,6 +19,13 @@ typedef struct ngx_http_monetize_pg_pool_s   ngx_http_monetize_pg_pool_t;
 typedef struct ngx_http_monetize_pg_conn_s   ngx_http_monetize_pg_conn_t;
 typedef struct ngx_http_monetize_pg_query_s  ngx_http_monetize_pg_query_t;
 
+/* libpq's connection parameters, ready for PQconnectStartParams() */
+typedef struct {
+    const char                       **keywords;
+    const char                       **values;
+    ngx_str_t                          name;       /* for the log */
+} ngx_http_monetize_pg_conninfo_t;
+
 typedef void (*ngx_http_monetize_pg_handler_pt)(
     ngx_http_monetize_pg_query_t *q);
 
@@ -63,6 +70,10 @@ struct ngx_http_monetize_pg_query_s {
 ngx_http_monetize_pg_pool_t *ngx_http_monetize_pg_pool_create(ngx_conf_t *cf,
     ngx_str_t *conninfo, ngx_uint_t size, ngx_msec_t timeout);
 void ngx_http_monetize_pg_pool_close(ngx_http_monetize_pg_pool_t *pool);
+ngx_str_t *ngx_http_monetize_pg_name(ngx_http_monetize_pg_pool_t *pool);
+ngx_int_t ngx_http_monetize_pg_conninfo_parse(ngx_conf_t *cf,
+    ngx_str_t *conninfo, ngx_msec_t timeout,
+    ngx_http_monetize_pg_conninfo_t *ci);
 
 ngx_http_monetize_pg_query_t *ngx_http_monetize_pg_query_create(
     ngx_pool_t *owner, int nparams);
@@ -77,6 +88,8 @@ const char *ngx_http_monetize_pg_sqlstate(ngx_http_monetize_pg_query_t *q);
 ngx_uint_t ngx_http_monetize_pg_transient(ngx_http_monetize_pg_query_t *q);
 void ngx_http_monetize_pg_log_refused(ngx_log_t *log,
     ngx_http_monetize_pg_query_t *q);
+size_t ngx_http_monetize_pg_one_line(const char *text, u_char *buf,
+    size_t size);
 const char *ngx_http_monetize_pg_constraint(ngx_http_monetize_pg_query_t *q);
 
 
