@@ -28,6 +28,7 @@ typedef struct {
     ngx_str_t                     thread_pool_name;
     ngx_thread_pool_t            *thread_pool;
     size_t                        max_body_size;
+    ngx_http_complex_value_t     *top_up_url;
     ngx_flag_t                    api_used;
 } ngx_http_monetize_main_conf_t;
 

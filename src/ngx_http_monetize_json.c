@@ -8,6 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_monetize.h"
 #include "ngx_http_monetize_json.h"
 
 
@@ -125,6 +126,41 @@ ngx_http_monetize_error_vbody(const char *code, const char *fmt,
 
     return json_pack("{s:{s:s,s:s}}", "error", "code", code,
                      "message", message);
+}
+
+
+/* 402: what the call costs, what is left, and where to buy more. */
+
+ngx_int_t
+ngx_http_monetize_send_insufficient(ngx_http_request_t *r, int64_t cost,
+    int64_t balance)
+{
+    json_t                         *body;
+    ngx_str_t                       url;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    if (ngx_http_complex_value(r, mcf->top_up_url, &url) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body = ngx_http_monetize_error_body("insufficient_credits",
+                                        "this call costs %lld credits; the "
+                                        "balance is %lld",
+                                        (long long) cost, (long long) balance);
+
+    if (body == NULL
+        || json_object_set_new(json_object_get(body, "error"), "balance",
+                               json_integer(balance))
+        || json_object_set_new(json_object_get(body, "error"), "top_up_url",
+                               json_stringn((char *) url.data, url.len)))
+    {
+        json_decref(body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_monetize_send_json(r, NGX_HTTP_MONETIZE_PAYMENT_REQUIRED, body);
 }
 
 

@@ -15,8 +15,9 @@
 #include <jansson.h>
 
 
-/* nginx has no name for 422; the contract answers it */
-#define NGX_HTTP_MONETIZE_UNPROCESSABLE  422
+/* statuses of the contract that nginx has no name for */
+#define NGX_HTTP_MONETIZE_PAYMENT_REQUIRED  402
+#define NGX_HTTP_MONETIZE_UNPROCESSABLE     422
 
 
 ngx_int_t ngx_http_monetize_send_json(ngx_http_request_t *r,
@@ -27,6 +28,8 @@ json_t *ngx_http_monetize_error_body(const char *code, const char *fmt, ...)
 ngx_int_t ngx_http_monetize_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+ngx_int_t ngx_http_monetize_send_insufficient(ngx_http_request_t *r,
+    int64_t cost, int64_t balance);
 ngx_int_t ngx_http_monetize_set_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 

@@ -92,6 +92,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       offsetof(ngx_http_monetize_main_conf_t, max_body_size),
       NULL },
 
+    { ngx_string("monetize_top_up_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_monetize_main_conf_t, top_up_url),
+      NULL },
+
     { ngx_string("monetize_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_monetize_api,
@@ -166,6 +173,7 @@ ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
      *     mcf->key_prefix = { 0, NULL };
      *     mcf->thread_pool_name = { 0, NULL };
      *     mcf->thread_pool = NULL;
+     *     mcf->top_up_url = NULL;
      *     mcf->api_used = 0;
      */
 
@@ -182,7 +190,10 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_monetize_main_conf_t *mcf = conf;
 
-    u_char  *p, *last;
+    u_char                            *p, *last;
+    ngx_str_t                          top_up
+                              = ngx_string("$scheme://$host/v1/purchase_credits");
+    ngx_http_compile_complex_value_t   ccv;
 
     ngx_conf_init_value(mcf->signup_credits, 0);
     ngx_conf_init_value(mcf->bcrypt_cost, 12);
@@ -194,6 +205,24 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (mcf->thread_pool_name.data == NULL) {
         ngx_str_set(&mcf->thread_pool_name, "default");
+    }
+
+    if (mcf->top_up_url == NULL) {
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+        ccv.cf = cf;
+        ccv.value = &top_up;
+        ccv.complex_value = ngx_palloc(cf->pool,
+                                       sizeof(ngx_http_complex_value_t));
+        if (ccv.complex_value == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        mcf->top_up_url = ccv.complex_value;
     }
 
     last = mcf->key_prefix.data + mcf->key_prefix.len;
