@@ -17,10 +17,14 @@
 #endif
 
 #include "ngx_http_monetize_pg.h"
+#include "ngx_http_monetize_cache.h"
+#include "ngx_http_monetize_ledger.h"
 
 
 typedef struct {
     ngx_http_monetize_pg_pool_t  *pg;
+    ngx_http_monetize_cache_t    *cache;
+    ngx_http_monetize_ledger_t   *ledger;
     ngx_str_t                     key_secret;
     ngx_str_t                     key_prefix;
     ngx_int_t                     signup_credits;
@@ -30,6 +34,7 @@ typedef struct {
     size_t                        max_body_size;
     ngx_http_complex_value_t     *top_up_url;
     ngx_flag_t                    api_used;
+    ngx_flag_t                    gate_used;      /* set by the gate */
 } ngx_http_monetize_main_conf_t;
 
 

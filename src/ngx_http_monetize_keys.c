@@ -78,22 +78,37 @@ ngx_http_monetize_key_generate(ngx_pool_t *pool, ngx_str_t *secret,
 }
 
 
+/* The stored form: hex of the HMAC-SHA256 of the key under the secret. */
+
 ngx_int_t
 ngx_http_monetize_key_hash(ngx_str_t *secret, ngx_str_t *key, u_char *hex)
 {
-    u_char        mac[EVP_MAX_MD_SIZE];
+    u_char  mac[NGX_HTTP_MONETIZE_KEY_HASH_LEN / 2];
+
+    if (ngx_http_monetize_key_hash_raw(secret, key, mac) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(hex, mac, sizeof(mac));
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_monetize_key_hash_raw(ngx_str_t *secret, ngx_str_t *key,
+    u_char *mac)
+{
     unsigned int  len;
 
     if (HMAC(EVP_sha256(), secret->data, (int) secret->len, key->data,
              key->len, mac, &len)
-        == NULL)
+        == NULL || len != NGX_HTTP_MONETIZE_KEY_HASH_LEN / 2)
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "monetize: HMAC() failed");
         return NGX_ERROR;
     }
-
-    ngx_hex_dump(hex, mac, len);
 
     return NGX_OK;
 }

@@ -39,6 +39,8 @@ ngx_int_t ngx_http_monetize_key_generate(ngx_pool_t *pool,
     ngx_str_t *secret, ngx_str_t *prefix, ngx_http_monetize_new_key_t *nk);
 ngx_int_t ngx_http_monetize_key_hash(ngx_str_t *secret, ngx_str_t *key,
     u_char *hex);
+ngx_int_t ngx_http_monetize_key_hash_raw(ngx_str_t *secret, ngx_str_t *key,
+    u_char *mac);
 ngx_int_t ngx_http_monetize_key_is_well_formed(ngx_str_t *prefix,
     ngx_str_t *key);
 

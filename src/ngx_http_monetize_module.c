@@ -10,6 +10,7 @@
 
 #include "ngx_http_monetize.h"
 #include "ngx_http_monetize_api.h"
+#include "ngx_http_monetize_keystore.h"
 
 
 /*
@@ -21,12 +22,15 @@
 #define NGX_HTTP_MONETIZE_SECRET_MIN  16
 
 
+static ngx_int_t ngx_http_monetize_init_process(ngx_cycle_t *cycle);
 static void ngx_http_monetize_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_monetize_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_http_monetize_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_monetize_key_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_monetize_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_monetize_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -53,6 +57,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
     { ngx_string("monetize_key_secret"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_monetize_key_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_monetize_cache,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -132,13 +143,36 @@ ngx_module_t  ngx_http_monetize_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_monetize_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     ngx_http_monetize_exit_process,        /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+static ngx_int_t
+ngx_http_monetize_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    /* not in the cache manager and loader, which call us too */
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_monetize_module);
+
+    if (mcf) {
+        ngx_http_monetize_keystore_listen(mcf);
+    }
+
+    return NGX_OK;
+}
 
 
 static void
@@ -148,6 +182,10 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
                                               ngx_http_monetize_module);
+
+    if (mcf && mcf->ledger) {
+        ngx_http_monetize_ledger_exit(mcf->ledger);
+    }
 
     if (mcf && mcf->pg) {
         ngx_http_monetize_pg_pool_close(mcf->pg);
@@ -191,6 +229,7 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_monetize_main_conf_t *mcf = conf;
 
     u_char                            *p, *last;
+    const char                        *user;
     ngx_str_t                          top_up
                               = ngx_string("$scheme://$host/v1/purchase_credits");
     ngx_http_compile_complex_value_t   ccv;
@@ -243,21 +282,37 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (!mcf->api_used) {
+    if (mcf->pg) {
+        mcf->ledger = ngx_http_monetize_ledger_create(cf, mcf->pg);
+        if (mcf->ledger == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (mcf->cache && mcf->pg == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_cache needs \"monetize_postgres\" at "
+                           "http level");
+        return NGX_CONF_ERROR;
+    }
+
+    if (!mcf->api_used && !mcf->gate_used) {
         return NGX_CONF_OK;
     }
 
+    user = mcf->api_used ? "monetize_api" : "monetize_gate";
+
     if (mcf->pg == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "monetize_api needs \"monetize_postgres\" at "
-                           "http level");
+                           "%s needs \"monetize_postgres\" at http level",
+                           user);
         return NGX_CONF_ERROR;
     }
 
     if (mcf->key_secret.data == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "monetize_api needs \"monetize_key_secret\" at "
-                           "http level");
+                           "%s needs \"monetize_key_secret\" at http level",
+                           user);
         return NGX_CONF_ERROR;
     }
 
@@ -269,6 +324,20 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_monetize_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_monetize_main_conf_t *mcf = conf;
+
+    if (mcf->cache) {
+        return "is duplicate";
+    }
+
+    return ngx_http_monetize_cache_conf(cf, cf->args->elts, cf->args->nelts,
+                                        &mcf->cache);
 }
 
 

@@ -37,7 +37,21 @@ struct ngx_http_monetize_pg_conn_s {
     ngx_http_monetize_pg_state_e       state;
     ngx_http_monetize_pg_query_t      *query;      /* NULL when detached */
     PGresult                          *result;
+    unsigned                           listener:1;
 };
+
+
+/* A connection of its own that LISTENs, outside the pool's count. */
+
+typedef struct {
+    const char                        *sql;        /* the LISTEN statements */
+    ngx_http_monetize_pg_notify_pt     handler;
+    void                              *data;
+    ngx_http_monetize_pg_conn_t       *conn;
+    ngx_event_t                        retry;
+    unsigned                           sent:1;
+    unsigned                           subscribed:1;
+} ngx_http_monetize_pg_listener_t;
 
 
 struct ngx_http_monetize_pg_pool_s {
@@ -51,13 +65,21 @@ struct ngx_http_monetize_pg_pool_s {
     ngx_queue_t                        idle;
     ngx_queue_t                        busy;       /* connecting and busy */
     ngx_queue_t                        waiting;    /* queries */
+    ngx_http_monetize_pg_listener_t    listener;
     unsigned                           initialized:1;
     unsigned                           down:1;
 };
 
 
-static ngx_int_t ngx_http_monetize_pg_connect(
+static void ngx_http_monetize_pg_init(ngx_http_monetize_pg_pool_t *pool);
+static ngx_http_monetize_pg_conn_t *ngx_http_monetize_pg_connect(
     ngx_http_monetize_pg_pool_t *pool);
+static void ngx_http_monetize_pg_listen_connect(ngx_event_t *ev);
+static void ngx_http_monetize_pg_listen_ready(
+    ngx_http_monetize_pg_conn_t *pc);
+static void ngx_http_monetize_pg_listen_closed(
+    ngx_http_monetize_pg_pool_t *pool);
+static void ngx_http_monetize_pg_notifies(ngx_http_monetize_pg_conn_t *pc);
 static ngx_int_t ngx_http_monetize_pg_attach(ngx_http_monetize_pg_conn_t *pc);
 static void ngx_http_monetize_pg_detach(ngx_http_monetize_pg_conn_t *pc);
 static void ngx_http_monetize_pg_event_handler(ngx_event_t *ev);
@@ -91,12 +113,7 @@ ngx_http_monetize_pg_send(ngx_http_monetize_pg_pool_t *pool,
     ngx_queue_t                  *head;
     ngx_http_monetize_pg_conn_t  *pc;
 
-    if (!pool->initialized) {
-        ngx_queue_init(&pool->idle);
-        ngx_queue_init(&pool->busy);
-        ngx_queue_init(&pool->waiting);
-        pool->initialized = 1;
-    }
+    ngx_http_monetize_pg_init(pool);
 
     q->pool = pool;
     q->status = NGX_HTTP_MONETIZE_PG_UNAVAILABLE;
@@ -117,13 +134,33 @@ ngx_http_monetize_pg_send(ngx_http_monetize_pg_pool_t *pool,
     q->queued = 1;
 
     if (pool->nconns < pool->size
-        && ngx_http_monetize_pg_connect(pool) != NGX_OK
+        && ngx_http_monetize_pg_connect(pool) == NULL
         && pool->nconns == 0)
     {
         ngx_http_monetize_pg_fail_waiting(pool);
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_monetize_pg_init(ngx_http_monetize_pg_pool_t *pool)
+{
+    if (pool->initialized) {
+        return;
+    }
+
+    ngx_queue_init(&pool->idle);
+    ngx_queue_init(&pool->busy);
+    ngx_queue_init(&pool->waiting);
+
+    pool->listener.retry.handler = ngx_http_monetize_pg_listen_connect;
+    pool->listener.retry.data = pool;
+    pool->listener.retry.log = ngx_cycle->log;
+    pool->listener.retry.cancelable = 1;
+
+    pool->initialized = 1;
 }
 
 
@@ -164,14 +201,16 @@ ngx_http_monetize_pg_query_create(ngx_pool_t *owner, int nparams)
 }
 
 
-static ngx_int_t
+/* Starts a pooled connection; the caller makes a listener of it. */
+
+static ngx_http_monetize_pg_conn_t *
 ngx_http_monetize_pg_connect(ngx_http_monetize_pg_pool_t *pool)
 {
     ngx_http_monetize_pg_conn_t  *pc;
 
     pc = ngx_calloc(sizeof(ngx_http_monetize_pg_conn_t), ngx_cycle->log);
     if (pc == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     pc->pool = pool;
@@ -184,7 +223,7 @@ ngx_http_monetize_pg_connect(ngx_http_monetize_pg_pool_t *pool)
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "monetize: PQconnectStartParams() failed");
         ngx_free(pc);
-        return NGX_ERROR;
+        return NULL;
     }
 
     if (PQstatus(pc->pgconn) == CONNECTION_BAD
@@ -193,7 +232,7 @@ ngx_http_monetize_pg_connect(ngx_http_monetize_pg_pool_t *pool)
         ngx_http_monetize_pg_unreachable(pc);
         PQfinish(pc->pgconn);
         ngx_free(pc);
-        return NGX_ERROR;
+        return NULL;
     }
 
     PQsetNoticeProcessor(pc->pgconn, ngx_http_monetize_pg_notice, pool);
@@ -201,7 +240,7 @@ ngx_http_monetize_pg_connect(ngx_http_monetize_pg_pool_t *pool)
     if (ngx_http_monetize_pg_attach(pc) != NGX_OK) {
         PQfinish(pc->pgconn);
         ngx_free(pc);
-        return NGX_ERROR;
+        return NULL;
     }
 
     ngx_queue_insert_tail(&pool->busy, &pc->queue);
@@ -216,7 +255,7 @@ ngx_http_monetize_pg_connect(ngx_http_monetize_pg_pool_t *pool)
     /* libpq starts as if PQconnectPoll() had asked for writability */
     ngx_http_monetize_pg_wait(pc, PGRES_POLLING_WRITING);
 
-    return NGX_OK;
+    return pc;
 }
 
 
@@ -412,9 +451,14 @@ ngx_http_monetize_pg_ready(ngx_http_monetize_pg_conn_t *pc)
     ngx_http_monetize_pg_query_t  *q;
 
     pool = pc->pool;
+    pc->state = NGX_HTTP_MONETIZE_PG_IDLE;
+
+    if (pc->listener) {
+        ngx_http_monetize_pg_listen_ready(pc);
+        return;
+    }
 
     ngx_queue_remove(&pc->queue);
-    pc->state = NGX_HTTP_MONETIZE_PG_IDLE;
 
     if (ngx_queue_empty(&pool->waiting)) {
         ngx_queue_insert_head(&pool->idle, &pc->queue);
@@ -505,6 +549,10 @@ ngx_http_monetize_pg_read(ngx_http_monetize_pg_conn_t *pc)
 
         ngx_http_monetize_pg_close(pc, 0);
         return;
+    }
+
+    if (pc->listener) {
+        ngx_http_monetize_pg_notifies(pc);
     }
 
     if (pc->state != NGX_HTTP_MONETIZE_PG_BUSY) {
@@ -615,6 +663,15 @@ ngx_http_monetize_pg_close(ngx_http_monetize_pg_conn_t *pc,
     pool = pc->pool;
     q = pc->query;
 
+    if (pc->listener) {
+        ngx_http_monetize_pg_detach(pc);
+        PQclear(pc->result);
+        PQfinish(pc->pgconn);
+        ngx_free(pc);
+        ngx_http_monetize_pg_listen_closed(pool);
+        return;
+    }
+
     ngx_queue_remove(&pc->queue);
     pool->nconns--;
 
@@ -644,7 +701,7 @@ ngx_http_monetize_pg_close(ngx_http_monetize_pg_conn_t *pc,
     /* a working connection went away while queries wait: replace it */
 
     if (pool->nconns < pool->size
-        && ngx_http_monetize_pg_connect(pool) != NGX_OK
+        && ngx_http_monetize_pg_connect(pool) == NULL
         && pool->nconns == 0)
     {
         ngx_http_monetize_pg_fail_waiting(pool);
@@ -831,6 +888,129 @@ ngx_http_monetize_pg_notice(void *arg, const char *message)
 }
 
 
+/*
+ * LISTEN on a connection of its own. The handler hears every notification,
+ * and (with a NULL channel) each time the subscription starts: whatever it
+ * missed while not subscribed, it must assume changed.
+ */
+
+ngx_int_t
+ngx_http_monetize_pg_listen(ngx_http_monetize_pg_pool_t *pool,
+    const char *sql, ngx_http_monetize_pg_notify_pt handler, void *data)
+{
+    ngx_http_monetize_pg_init(pool);
+
+    pool->listener.sql = sql;
+    pool->listener.handler = handler;
+    pool->listener.data = data;
+
+    ngx_http_monetize_pg_listen_connect(&pool->listener.retry);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_monetize_pg_listen_connect(ngx_event_t *ev)
+{
+    ngx_http_monetize_pg_pool_t *pool = ev->data;
+
+    ngx_http_monetize_pg_conn_t  *pc;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    pc = ngx_http_monetize_pg_connect(pool);
+
+    if (pc == NULL) {
+        ngx_http_monetize_pg_listen_closed(pool);
+        return;
+    }
+
+    /* not one of the pool's: out of its queues and its count */
+    ngx_queue_remove(&pc->queue);
+    pool->nconns--;
+
+    pc->listener = 1;
+    pool->listener.conn = pc;
+}
+
+
+/*
+ * Connected: send the LISTEN statements. Once they completed, tell the
+ * handler that the subscription starts; from then on only notifications
+ * come.
+ */
+
+static void
+ngx_http_monetize_pg_listen_ready(ngx_http_monetize_pg_conn_t *pc)
+{
+    ngx_http_monetize_pg_listener_t  *ls;
+
+    ls = &pc->pool->listener;
+
+    if (!ls->sent) {
+        if (!PQsendQuery(pc->pgconn, ls->sql)) {
+            ngx_http_monetize_pg_log_error(pc, "cannot LISTEN on");
+            ngx_http_monetize_pg_close(pc, 0);
+            return;
+        }
+
+        ls->sent = 1;
+        pc->state = NGX_HTTP_MONETIZE_PG_BUSY;
+        ngx_http_monetize_pg_flush(pc);
+        return;
+    }
+
+    ngx_http_monetize_pg_wait(pc, PGRES_POLLING_READING);
+
+    if (!ls->subscribed) {
+        ls->subscribed = 1;
+
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "monetize: listening for changes on postgres \"%V\"",
+                      &pc->pool->conninfo.name);
+
+        ls->handler(ls->data, NULL, NULL);
+    }
+}
+
+
+static void
+ngx_http_monetize_pg_listen_closed(ngx_http_monetize_pg_pool_t *pool)
+{
+    ngx_http_monetize_pg_listener_t  *ls;
+
+    ls = &pool->listener;
+
+    ls->conn = NULL;
+    ls->sent = 0;
+    ls->subscribed = 0;
+
+    if (!ngx_exiting && !ngx_terminate && !ngx_quit
+        && !ls->retry.timer_set)
+    {
+        ngx_add_timer(&ls->retry, 1000);
+    }
+}
+
+
+static void
+ngx_http_monetize_pg_notifies(ngx_http_monetize_pg_conn_t *pc)
+{
+    PGnotify                         *n;
+    ngx_http_monetize_pg_listener_t  *ls;
+
+    ls = &pc->pool->listener;
+
+    while ((n = PQnotifies(pc->pgconn)) != NULL) {
+        ls->handler(ls->data, n->relname, n->extra);
+        PQfreemem(n);
+    }
+}
+
+
 ngx_str_t *
 ngx_http_monetize_pg_name(ngx_http_monetize_pg_pool_t *pool)
 {
@@ -846,6 +1026,20 @@ ngx_http_monetize_pg_pool_close(ngx_http_monetize_pg_pool_t *pool)
 
     if (!pool->initialized) {
         return;
+    }
+
+    if (pool->listener.retry.timer_set) {
+        ngx_del_timer(&pool->listener.retry);
+    }
+
+    pc = pool->listener.conn;
+
+    if (pc) {
+        ngx_http_monetize_pg_detach(pc);
+        PQclear(pc->result);
+        PQfinish(pc->pgconn);
+        ngx_free(pc);
+        pool->listener.conn = NULL;
     }
 
     ngx_queue_add(&pool->busy, &pool->idle);

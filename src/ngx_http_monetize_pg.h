@@ -29,6 +29,10 @@ typedef struct {
 typedef void (*ngx_http_monetize_pg_handler_pt)(
     ngx_http_monetize_pg_query_t *q);
 
+/* channel and payload are NULL when a subscription (re)starts */
+typedef void (*ngx_http_monetize_pg_notify_pt)(void *data,
+    const char *channel, const char *payload);
+
 
 typedef enum {
     NGX_HTTP_MONETIZE_PG_OK = 0,        /* result holds the rows */
@@ -71,6 +75,8 @@ ngx_http_monetize_pg_pool_t *ngx_http_monetize_pg_pool_create(ngx_conf_t *cf,
     ngx_str_t *conninfo, ngx_uint_t size, ngx_msec_t timeout);
 void ngx_http_monetize_pg_pool_close(ngx_http_monetize_pg_pool_t *pool);
 ngx_str_t *ngx_http_monetize_pg_name(ngx_http_monetize_pg_pool_t *pool);
+ngx_int_t ngx_http_monetize_pg_listen(ngx_http_monetize_pg_pool_t *pool,
+    const char *sql, ngx_http_monetize_pg_notify_pt handler, void *data);
 ngx_int_t ngx_http_monetize_pg_conninfo_parse(ngx_conf_t *cf,
     ngx_str_t *conninfo, ngx_msec_t timeout,
     ngx_http_monetize_pg_conninfo_t *ci);

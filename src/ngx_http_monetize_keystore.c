@@ -1,0 +1,256 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize.h"
+#include "ngx_http_monetize_keys.h"
+#include "ngx_http_monetize_keystore.h"
+
+
+/*
+ * What the gate knows of an API key: from the shared cache, else from
+ * PostgreSQL in one round trip (then cached). Each worker LISTENs for
+ * changes to keys and accounts and drops what it cached of them, so a
+ * revocation takes effect at once on every worker of every node; when the
+ * subscription (re)starts, the whole cache goes, since changes may have
+ * been missed while it was down.
+ */
+
+
+typedef struct {
+    ngx_http_request_t              *request;
+    ngx_http_monetize_key_info_t    *info;
+    u_char                           hash[NGX_HTTP_MONETIZE_HASH_SIZE];
+    ngx_http_monetize_keystore_pt    handler;
+} ngx_http_monetize_keystore_ctx_t;
+
+
+static void ngx_http_monetize_keystore_result(
+    ngx_http_monetize_pg_query_t *q);
+static ngx_int_t ngx_http_monetize_keystore_copy(u_char *dst, size_t size,
+    ngx_str_t *value, u_char *len);
+static void ngx_http_monetize_keystore_notify(void *data, const char *channel,
+    const char *payload);
+
+
+static const char  ngx_http_monetize_keystore_sql[] =
+    "SELECT k.id, k.user_id, k.revoked_at IS NOT NULL,"
+    "       coalesce(extract(epoch FROM k.expires_at)::bigint, 0),"
+    "       u.suspended_at IS NOT NULL, coalesce(b.balance, 0),"
+    "       coalesce((SELECT s.plan_id FROM subscriptions s"
+    "                  WHERE s.user_id = u.id"
+    "                    AND s.status IN ('active', 'trialing', 'past_due')"
+    "                  ORDER BY s.current_period_end DESC NULLS LAST"
+    "                  LIMIT 1), 'free')"
+    "  FROM api_keys k"
+    "  JOIN users u ON u.id = k.user_id"
+    "  LEFT JOIN balances b ON b.user_id = k.user_id"
+    " WHERE k.key_hash = $1";
+
+
+/*
+ * NGX_OK: info is filled now. NGX_AGAIN: the handler will be called.
+ * NGX_ERROR: no way to ask.
+ */
+
+ngx_int_t
+ngx_http_monetize_keystore_find(ngx_http_request_t *r, u_char *hash,
+    ngx_http_monetize_key_info_t *info, ngx_http_monetize_keystore_pt handler)
+{
+    u_char                            *hex;
+    ngx_http_monetize_pg_query_t      *q;
+    ngx_http_monetize_main_conf_t     *mcf;
+    ngx_http_monetize_keystore_ctx_t  *kc;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    if (mcf->cache
+        && ngx_http_monetize_cache_get(mcf->cache, hash, info) == NGX_OK)
+    {
+        return NGX_OK;
+    }
+
+    kc = ngx_pcalloc(r->pool, sizeof(ngx_http_monetize_keystore_ctx_t));
+    hex = ngx_pnalloc(r->pool, 2 * NGX_HTTP_MONETIZE_HASH_SIZE + 1);
+    q = ngx_http_monetize_pg_query_create(r->pool, 1);
+
+    if (kc == NULL || hex == NULL || q == NULL) {
+        return NGX_ERROR;
+    }
+
+    kc->request = r;
+    kc->info = info;
+    kc->handler = handler;
+    ngx_memcpy(kc->hash, hash, NGX_HTTP_MONETIZE_HASH_SIZE);
+
+    *ngx_hex_dump(hex, hash, NGX_HTTP_MONETIZE_HASH_SIZE) = '\0';
+
+    q->sql = ngx_http_monetize_keystore_sql;
+    q->params[0] = (const char *) hex;
+    q->handler = ngx_http_monetize_keystore_result;
+    q->data = kc;
+
+    if (ngx_http_monetize_pg_send(mcf->pg, q) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
+{
+    ngx_http_monetize_keystore_ctx_t *kc = q->data;
+
+    int64_t                          expires;
+    ngx_str_t                        value;
+    ngx_http_request_t              *r;
+    ngx_http_monetize_key_info_t    *info;
+    ngx_http_monetize_main_conf_t   *mcf;
+
+    r = kc->request;
+    info = kc->info;
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    ngx_memzero(info, sizeof(ngx_http_monetize_key_info_t));
+
+    if (q->status != NGX_HTTP_MONETIZE_PG_OK) {
+        if (q->status == NGX_HTTP_MONETIZE_PG_ERROR) {
+            ngx_http_monetize_pg_log_refused(r->connection->log, q);
+        }
+
+        kc->handler(r, NGX_ERROR);
+        return;
+    }
+
+    if (PQntuples(q->result) == 1) {
+        info->found = 1;
+
+        if (ngx_http_monetize_pg_get_str(q, 0, 0, &value) != NGX_OK
+            || ngx_http_monetize_keystore_copy(info->key_id,
+                                               NGX_HTTP_MONETIZE_UUID_LEN,
+                                               &value, NULL) != NGX_OK
+            || ngx_http_monetize_pg_get_str(q, 0, 1, &value) != NGX_OK
+            || ngx_http_monetize_keystore_copy(info->user_id,
+                                               NGX_HTTP_MONETIZE_UUID_LEN,
+                                               &value, NULL) != NGX_OK
+            || ngx_http_monetize_pg_get_int(q, 0, 3, &expires) != NGX_OK
+            || ngx_http_monetize_pg_get_int(q, 0, 5, &info->balance)
+               != NGX_OK
+            || ngx_http_monetize_pg_get_str(q, 0, 6, &value) != NGX_OK
+            || ngx_http_monetize_keystore_copy(info->plan,
+                                               NGX_HTTP_MONETIZE_PLAN_LEN,
+                                               &value, &info->plan_len)
+               != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "monetize: an api_keys row does not fit the "
+                          "gate's cache (ids must be UUIDs, plan ids at "
+                          "most %d bytes)", NGX_HTTP_MONETIZE_PLAN_LEN);
+            kc->handler(r, NGX_ERROR);
+            return;
+        }
+
+        info->expires_at = (time_t) expires;
+
+        (void) ngx_http_monetize_pg_get_str(q, 0, 2, &value);
+        info->revoked = (value.data[0] == 't');
+
+        (void) ngx_http_monetize_pg_get_str(q, 0, 4, &value);
+        info->suspended = (value.data[0] == 't');
+    }
+
+    if (mcf->cache) {
+        ngx_http_monetize_cache_put(mcf->cache, kc->hash, info);
+    }
+
+    kc->handler(r, NGX_OK);
+}
+
+
+static ngx_int_t
+ngx_http_monetize_keystore_copy(u_char *dst, size_t size, ngx_str_t *value,
+    u_char *len)
+{
+    if (len == NULL ? value->len != size : value->len > size) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst, value->data, value->len);
+
+    if (len) {
+        *len = (u_char) value->len;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_monetize_keystore_listen(ngx_http_monetize_main_conf_t *mcf)
+{
+    if (mcf->pg == NULL || mcf->cache == NULL) {
+        return;
+    }
+
+    (void) ngx_http_monetize_pg_listen(mcf->pg,
+                                       "LISTEN monetize_keys;"
+                                       "LISTEN monetize_users",
+                                       ngx_http_monetize_keystore_notify,
+                                       mcf);
+}
+
+
+static void
+ngx_http_monetize_keystore_notify(void *data, const char *channel,
+    const char *payload)
+{
+    ngx_http_monetize_main_conf_t *mcf = data;
+
+    u_char      hash[NGX_HTTP_MONETIZE_HASH_SIZE];
+    size_t      len;
+    ngx_int_t   n;
+    ngx_uint_t  i;
+
+    if (channel == NULL) {
+        ngx_http_monetize_cache_flush(mcf->cache);
+        return;
+    }
+
+    len = ngx_strlen(payload);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "monetize keystore: %s changed: %s", channel, payload);
+
+    if (ngx_strcmp(channel, "monetize_users") == 0) {
+        if (len == NGX_HTTP_MONETIZE_UUID_LEN) {
+            ngx_http_monetize_cache_delete_user(mcf->cache,
+                                                (u_char *) payload);
+        }
+
+        return;
+    }
+
+    if (len != 2 * NGX_HTTP_MONETIZE_HASH_SIZE) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_MONETIZE_HASH_SIZE; i++) {
+        n = ngx_hextoi((u_char *) payload + 2 * i, 2);
+
+        if (n == NGX_ERROR) {
+            return;
+        }
+
+        hash[i] = (u_char) n;
+    }
+
+    ngx_http_monetize_cache_delete(mcf->cache, hash);
+}

@@ -1,0 +1,68 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#ifndef _NGX_HTTP_MONETIZE_LEDGER_H_INCLUDED_
+#define _NGX_HTTP_MONETIZE_LEDGER_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize_pg.h"
+
+
+typedef struct ngx_http_monetize_ledger_s  ngx_http_monetize_ledger_t;
+typedef struct ngx_http_monetize_debit_s   ngx_http_monetize_debit_t;
+typedef struct ngx_http_monetize_batch_s   ngx_http_monetize_batch_t;
+
+typedef void (*ngx_http_monetize_debit_pt)(ngx_http_monetize_debit_t *d);
+
+
+typedef enum {
+    NGX_HTTP_MONETIZE_DEBIT_ADMITTED = 0,
+    NGX_HTTP_MONETIZE_DEBIT_REFUSED,        /* the balance cannot pay */
+    NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE     /* not debited (or voided) */
+} ngx_http_monetize_debit_status_e;
+
+
+/*
+ * One call to debit. It lives in its owner's pool (the request's); the
+ * handler is called once, with status and balance set. Should the owner go
+ * away first, the call is dropped from the queue or its answer discarded.
+ */
+
+struct ngx_http_monetize_debit_s {
+    ngx_str_t                          user_id;
+    ngx_str_t                          key_id;
+    ngx_str_t                          reference;
+    int64_t                            cost;
+    ngx_http_monetize_debit_pt         handler;
+    void                              *data;
+
+    ngx_http_monetize_debit_status_e   status;
+    int64_t                            balance;
+
+    /* private to the ledger */
+    ngx_queue_t                        queue;
+    ngx_http_monetize_debit_t        **slot;     /* in the batch in flight */
+    unsigned                           queued:1;
+    unsigned                           done:1;
+};
+
+
+ngx_http_monetize_ledger_t *ngx_http_monetize_ledger_create(ngx_conf_t *cf,
+    ngx_http_monetize_pg_pool_t *pg);
+void ngx_http_monetize_ledger_exit(ngx_http_monetize_ledger_t *ledger);
+
+ngx_http_monetize_debit_t *ngx_http_monetize_debit_create(ngx_pool_t *owner);
+void ngx_http_monetize_debit(ngx_http_monetize_ledger_t *ledger,
+    ngx_http_monetize_debit_t *d);
+void ngx_http_monetize_refund(ngx_http_monetize_ledger_t *ledger,
+    ngx_str_t *debit_reference);
+
+
+#endif /* _NGX_HTTP_MONETIZE_LEDGER_H_INCLUDED_ */
