@@ -1,0 +1,315 @@
+# The gate: a call passes with a valid API key and enough credits, its cost
+# debited in the ledger before it goes upstream; every bad credential or
+# cost gets its JSON error, and debits nothing.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Monetize;
+use Digest::SHA qw(hmac_sha256_hex);
+
+sub account {
+    my ($email, $key, %o) = @_;
+    my ($id) = map { $_->[0] } Test::Monetize::psql(
+        "INSERT INTO users (email, password_hash, suspended_at)"
+        . " VALUES (\$1, 'x', CASE WHEN \$2 = 't' THEN now() END)"
+        . " RETURNING id", $email, $o{suspended} ? 't' : 'f');
+    Test::Monetize::psql(
+        "INSERT INTO api_keys (id, user_id, key_hash, prefix, revoked_at, expires_at)"
+        . " VALUES (\$1, \$2, \$3, \$4, CASE WHEN \$5 = 't' THEN now() END,"
+        . "         now() + (\$6 || ' seconds')::interval)",
+        $o{key_id}, $id, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}),
+        substr($key, 0, 12), $o{revoked} ? 't' : 'f', $o{expires_in} // 3600);
+    Test::Monetize::psql("SELECT monetize_credit(\$1, \$2, 'admin', \$3)",
+                         $id, $o{credits}, "fixture:$email")
+        if $o{credits};
+}
+
+account('rich@example.com', 'sk_live_' . ('A' x 32), credits => 10,
+        key_id => '00000000-0000-4000-8000-00000000000a');
+account('poor@example.com', 'sk_live_' . ('P' x 32), credits => 1,
+        key_id => '00000000-0000-4000-8000-00000000000b');
+account('revoked@example.com', 'sk_live_' . ('R' x 32), revoked => 1,
+        credits => 5, key_id => '00000000-0000-4000-8000-00000000000c');
+account('expired@example.com', 'sk_live_' . ('E' x 32), expires_in => -60,
+        credits => 5, key_id => '00000000-0000-4000-8000-00000000000d');
+account('suspended@example.com', 'sk_live_' . ('S' x 32), suspended => 1,
+        credits => 5, key_id => '00000000-0000-4000-8000-00000000000e');
+
+plan tests => scalar blocks();
+run_tests();
+
+__DATA__
+
+=== TEST 1: a paid call goes through; its debit is in the ledger
+--- http_config
+    monetize_cache zone=keys:1m;
+--- config
+    location /api/ {
+        monetize_gate on;
+        proxy_set_header X-User-Id $monetize_user_id;
+        proxy_set_header X-Key-Id $monetize_key_id;
+        proxy_set_header X-Plan $monetize_plan;
+        proxy_set_header X-Credits $monetize_credits;
+        proxy_set_header X-Auth $monetize_auth;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/backend/;
+    }
+    location /backend/ {
+        return 200 "served $http_x_key_id $http_x_plan $http_x_credits $http_x_auth $uri\n";
+    }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /api/hello
+--- error_code: 200
+--- response_headers
+X-Credits-Remaining: 9
+--- response_body
+served 00000000-0000-4000-8000-00000000000a free 9 api_key /backend/hello
+--- sql
+SELECT l.kind, l.delta, l.balance_after, l.reference ~ '^call:[0-9a-f]{32}$' FROM credit_ledger l JOIN users u ON u.id = l.user_id WHERE u.email = 'rich@example.com' ORDER BY l.id
+--- sql_result
+admin	10	10	f
+debit	-1	9	t
+
+=== TEST 2: Authorization: Bearer works the same, at another cost
+--- http_config
+    monetize_cache zone=keys:1m;
+--- config
+    location /api/ {
+        monetize_gate on;
+        monetize_cost 3;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/backend/;
+    }
+    location /backend/ { return 200 "served\n"; }
+--- more_headers
+Authorization: Bearer sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /api/hello
+--- error_code: 200
+--- response_headers
+X-Credits-Remaining: 6
+--- sql
+SELECT balance, (SELECT sum(delta) FROM credit_ledger l WHERE l.user_id = b.user_id) FROM balances b JOIN users u ON u.id = b.user_id WHERE u.email = 'rich@example.com'
+--- sql_result
+6	6
+
+=== TEST 3: a call the balance cannot pay: 402 with the balance and where to top up, never upstream
+--- http_config
+    monetize_cache zone=keys:1m;
+    monetize_top_up_url https://billing.example.com/top-up;
+--- config
+    location /api/ {
+        monetize_gate on;
+        monetize_cost 2;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/backend/;
+    }
+    location /backend/ { return 500 "must not be reached\n"; }
+--- more_headers
+X-API-Key: sk_live_PPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPP
+--- request
+GET /api/hello
+--- error_code: 402
+--- response_headers
+X-Credits-Remaining: 1
+--- response_json
+{"error": {"code": "insufficient_credits", "message": "this call costs 2 credits; the balance is 1",
+           "balance": 1, "top_up_url": "https://billing.example.com/top-up"}}
+--- sql
+SELECT count(*) FROM credit_ledger l JOIN users u ON u.id = l.user_id WHERE u.email = 'poor@example.com' AND l.kind = 'debit'
+--- sql_result
+0
+
+=== TEST 4: no credential
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- request
+GET /api/hello
+--- error_code: 401
+--- response_json
+{"error": {"code": "missing_credentials"}}
+--- error_log
+monetize: denied: missing_credentials
+
+=== TEST 5: not one of our keys
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers
+X-API-Key: pk_other_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /api/hello
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+
+=== TEST 6: a key that does not exist
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers
+X-API-Key: sk_live_ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ
+--- request
+GET /api/hello
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "no such API key"}}
+
+=== TEST 7: an over-long key
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers eval
+"X-API-Key: sk_live_" . ("A" x 5000)
+--- request
+GET /api/hello
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key"}}
+
+=== TEST 8: a binary key
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers eval
+"X-API-Key: sk_live_AAAA\x01\x7f\xffAAAAAAAAAAAAAAAAAAAAAAAAA"
+--- request
+GET /api/hello
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key"}}
+
+=== TEST 9: a key given twice
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /api/hello
+--- error_code: 400
+--- response_json
+{"error": {"code": "invalid_request", "message": "the credential is ambiguous"}}
+
+=== TEST 10: a revoked key
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers
+X-API-Key: sk_live_RRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRR
+--- request
+GET /api/hello
+--- error_code: 403
+--- response_json
+{"error": {"code": "key_revoked"}}
+
+=== TEST 11: an expired key
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers
+X-API-Key: sk_live_EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE
+--- request
+GET /api/hello
+--- error_code: 403
+--- response_json
+{"error": {"code": "key_expired"}}
+
+=== TEST 12: a suspended account
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers
+X-API-Key: sk_live_SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS
+--- request
+GET /api/hello
+--- error_code: 403
+--- response_json
+{"error": {"code": "account_suspended"}}
+--- sql
+SELECT count(*) FROM credit_ledger WHERE kind = 'debit' AND user_id IN (SELECT id FROM users WHERE email IN ('revoked@example.com', 'expired@example.com', 'suspended@example.com'))
+--- sql_result
+0
+
+=== TEST 13: a cost variable that is not a number: 400, logged, nothing debited
+--- config
+    location /api/ {
+        monetize_gate on;
+        monetize_cost $arg_pages;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/backend/;
+    }
+    location /backend/ { return 200 "served\n"; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request eval
+["GET /api/x?pages=two", "GET /api/x?pages=-1", "GET /api/x?pages=", "GET /api/x?pages=99999999999"]
+--- error_code: 400
+--- response_json
+{"error": {"code": "invalid_request", "message": "the cost of this call is not a whole number of credits"}}
+--- error_log
+monetize: monetize_cost is "two", not a whole number from 0 to 1000000000; nothing is debited
+--- sql
+SELECT balance FROM balances b JOIN users u ON u.id = b.user_id WHERE u.email = 'rich@example.com'
+--- sql_result
+6
+
+=== TEST 14: a cost from a variable that is a number
+--- config
+    location /api/ {
+        monetize_gate on;
+        monetize_cost $arg_pages;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/backend/;
+    }
+    location /backend/ { return 200 "served\n"; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /api/x?pages=4
+--- error_code: 200
+--- response_headers
+X-Credits-Remaining: 2
+
+=== TEST 15: a free call is authenticated but debits nothing
+--- config
+    location /api/ {
+        monetize_gate on;
+        monetize_cost 0;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/backend/;
+    }
+    location /backend/ { return 200 "served\n"; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /api/x
+--- error_code: 200
+--- sql
+SELECT count(*) FROM credit_ledger l JOIN users u ON u.id = l.user_id WHERE u.email = 'rich@example.com' AND l.kind = 'debit'
+--- sql_result
+3
+
+=== TEST 16: an internal redirect charges nothing more
+--- config
+    location /api/ {
+        monetize_gate on;
+        error_page 404 = /api/fallback;
+        proxy_intercept_errors on;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/backend/;
+    }
+    location /backend/ { return 404; }
+    location = /api/fallback {
+        monetize_gate on;
+        return 200 "fallback $monetize_credits\n";
+    }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /api/x
+--- error_code: 200
+--- response_body
+fallback 1
+--- sql
+SELECT count(*) FROM credit_ledger l JOIN users u ON u.id = l.user_id WHERE u.email = 'rich@example.com' AND l.kind = 'debit'
+--- sql_result
+4
+
+=== TEST 17: without monetize_gate on, nothing is asked
+--- config
+    location /api/ { monetize_gate off; return 200 "open\n"; }
+--- request
+GET /api/x
+--- error_code: 200
+--- response_body
+open
