@@ -19,12 +19,14 @@
 #include "ngx_http_monetize_pg.h"
 #include "ngx_http_monetize_cache.h"
 #include "ngx_http_monetize_ledger.h"
+#include "ngx_http_monetize_meter.h"
 
 
 typedef struct {
     ngx_http_monetize_pg_pool_t  *pg;
     ngx_http_monetize_cache_t    *cache;
     ngx_http_monetize_ledger_t   *ledger;
+    ngx_http_monetize_meter_t    *meter;
     ngx_str_t                     key_secret;
     ngx_str_t                     key_prefix;
     ngx_int_t                     signup_credits;

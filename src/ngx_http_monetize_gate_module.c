@@ -577,12 +577,20 @@ static void
 ngx_http_monetize_gate_decide(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx, ngx_int_t rc)
 {
+    ngx_http_core_loc_conf_t           *clcf;
+    ngx_http_monetize_main_conf_t      *mcf;
     ngx_http_monetize_gate_loc_conf_t  *glcf;
 
     ctx->state = NGX_HTTP_MONETIZE_GATE_DECIDED;
     ctx->rc = rc;
 
     if (rc == NGX_OK) {
+        mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+        ngx_http_monetize_meter_count(mcf->meter, ctx->info.user_id,
+                                      ctx->info.key_id, &clcf->name,
+                                      ctx->debited ? ctx->cost : 0);
         return;
     }
 

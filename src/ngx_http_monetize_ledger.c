@@ -80,8 +80,6 @@ static void ngx_http_monetize_batch_fail(ngx_http_monetize_batch_t *b,
 static void ngx_http_monetize_debit_cleanup(void *data);
 static void ngx_http_monetize_refund_flush(ngx_event_t *ev);
 static void ngx_http_monetize_refund_done(ngx_http_monetize_pg_query_t *q);
-static u_char *ngx_http_monetize_array(ngx_pool_t *pool, ngx_str_t *values,
-    ngx_uint_t n, ngx_uint_t quote);
 
 
 static const char  ngx_http_monetize_debit_sql[] =
@@ -231,10 +229,10 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
 
     b->n = n;
 
-    b->params[0].data = ngx_http_monetize_array(pool, users, n, 0);
-    b->params[1].data = ngx_http_monetize_array(pool, keys, n, 0);
-    b->params[2].data = ngx_http_monetize_array(pool, costs, n, 0);
-    b->params[3].data = ngx_http_monetize_array(pool, b->refs, n, 1);
+    b->params[0].data = ngx_http_monetize_pg_array(pool, users, n, 0);
+    b->params[1].data = ngx_http_monetize_pg_array(pool, keys, n, 0);
+    b->params[2].data = ngx_http_monetize_pg_array(pool, costs, n, 0);
+    b->params[3].data = ngx_http_monetize_pg_array(pool, b->refs, n, 1);
 
     for (i = 0; i < 4; i++) {
         if (b->params[i].data == NULL) {
@@ -518,7 +516,7 @@ ngx_http_monetize_refund_flush(ngx_event_t *ev)
         n++;
     }
 
-    pq->params[0] = (const char *) ngx_http_monetize_array(pool, refs, n, 1);
+    pq->params[0] = (const char *) ngx_http_monetize_pg_array(pool, refs, n, 1);
     if (pq->params[0] == NULL) {
         ngx_destroy_pool(pool);
         goto retry;
@@ -587,62 +585,6 @@ ngx_http_monetize_refund_done(ngx_http_monetize_pg_query_t *q)
     if (!ledger->refund_retry.timer_set) {
         ngx_add_timer(&ledger->refund_retry, NGX_HTTP_MONETIZE_REFUND_RETRY);
     }
-}
-
-
-/* A PostgreSQL array literal; quoted elements escape '"' and '\'. */
-
-static u_char *
-ngx_http_monetize_array(ngx_pool_t *pool, ngx_str_t *values, ngx_uint_t n,
-    ngx_uint_t quote)
-{
-    u_char      *p, *c, *s, *last;
-    size_t       len;
-    ngx_uint_t   i;
-
-    len = sizeof("{}");
-
-    for (i = 0; i < n; i++) {
-        len += values[i].len * (quote ? 2 : 1) + sizeof("\"\",");
-    }
-
-    s = ngx_pnalloc(pool, len);
-    if (s == NULL) {
-        return NULL;
-    }
-
-    p = s;
-    *p++ = '{';
-
-    for (i = 0; i < n; i++) {
-        if (i) {
-            *p++ = ',';
-        }
-
-        if (!quote) {
-            p = ngx_cpymem(p, values[i].data, values[i].len);
-            continue;
-        }
-
-        *p++ = '"';
-
-        last = values[i].data + values[i].len;
-
-        for (c = values[i].data; c < last; c++) {
-            if (*c == '"' || *c == '\\') {
-                *p++ = '\\';
-            }
-
-            *p++ = *c;
-        }
-
-        *p++ = '"';
-    }
-
-    *p++ = '}';
-    *p = '\0';
-
-    return s;
 }
 
 

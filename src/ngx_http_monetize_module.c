@@ -185,6 +185,7 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
 
     if (mcf && mcf->ledger) {
         ngx_http_monetize_ledger_exit(mcf->ledger);
+        ngx_http_monetize_meter_exit(mcf->meter);
     }
 
     if (mcf && mcf->pg) {
@@ -284,7 +285,9 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (mcf->pg) {
         mcf->ledger = ngx_http_monetize_ledger_create(cf, mcf->pg);
-        if (mcf->ledger == NULL) {
+        mcf->meter = ngx_http_monetize_meter_create(cf, mcf->pg);
+
+        if (mcf->ledger == NULL || mcf->meter == NULL) {
             return NGX_CONF_ERROR;
         }
     }

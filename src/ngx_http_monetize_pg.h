@@ -96,6 +96,8 @@ void ngx_http_monetize_pg_log_refused(ngx_log_t *log,
     ngx_http_monetize_pg_query_t *q);
 size_t ngx_http_monetize_pg_one_line(const char *text, u_char *buf,
     size_t size);
+u_char *ngx_http_monetize_pg_array(ngx_pool_t *pool, ngx_str_t *values,
+    ngx_uint_t n, ngx_uint_t quote);
 const char *ngx_http_monetize_pg_constraint(ngx_http_monetize_pg_query_t *q);
 
 

@@ -11,7 +11,10 @@
 #include "ngx_http_monetize_pg.h"
 
 
-/* Reading a query's answer: values, and what an error means. */
+/*
+ * Around a query: array parameters in, values and the meaning of an error
+ * out.
+ */
 
 
 ngx_int_t
@@ -167,4 +170,63 @@ ngx_http_monetize_pg_one_line(const char *text, u_char *buf, size_t size)
     }
 
     return last - buf;
+}
+
+
+/*
+ * A PostgreSQL array literal for a parameter; quoted elements escape '"'
+ * and '\', so any text can be an element.
+ */
+
+u_char *
+ngx_http_monetize_pg_array(ngx_pool_t *pool, ngx_str_t *values,
+    ngx_uint_t n, ngx_uint_t quote)
+{
+    u_char      *p, *c, *s, *last;
+    size_t       len;
+    ngx_uint_t   i;
+
+    len = sizeof("{}");
+
+    for (i = 0; i < n; i++) {
+        len += values[i].len * (quote ? 2 : 1) + sizeof("\"\",");
+    }
+
+    s = ngx_pnalloc(pool, len);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    p = s;
+    *p++ = '{';
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        if (!quote) {
+            p = ngx_cpymem(p, values[i].data, values[i].len);
+            continue;
+        }
+
+        *p++ = '"';
+
+        last = values[i].data + values[i].len;
+
+        for (c = values[i].data; c < last; c++) {
+            if (*c == '"' || *c == '\\') {
+                *p++ = '\\';
+            }
+
+            *p++ = *c;
+        }
+
+        *p++ = '"';
+    }
+
+    *p++ = '}';
+    *p = '\0';
+
+    return s;
 }
