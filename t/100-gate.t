@@ -187,7 +187,27 @@ GET /api/hello
 --- response_json
 {"error": {"code": "invalid_request", "message": "the credential is ambiguous"}}
 
-=== TEST 10: a revoked key
+=== TEST 10: Authorization given twice: nginx refuses it, in JSON with the example's error_page
+--- config
+    error_page 400 = @monetize_bad_request;
+    location @monetize_bad_request {
+        default_type application/json;
+        return 400 '{"error":{"code":"invalid_request","message":"nginx refused the request line or its headers"}}\n';
+    }
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers
+Authorization: Bearer sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+Authorization: Bearer sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /api/hello
+--- error_code: 400
+--- response_json
+{"error": {"code": "invalid_request"}}
+--- no_error_log
+[alert]
+monetize: denied
+
+=== TEST 11: a revoked key
 --- config
     location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
 --- more_headers
@@ -198,7 +218,7 @@ GET /api/hello
 --- response_json
 {"error": {"code": "key_revoked"}}
 
-=== TEST 11: an expired key
+=== TEST 12: an expired key
 --- config
     location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
 --- more_headers
@@ -209,7 +229,7 @@ GET /api/hello
 --- response_json
 {"error": {"code": "key_expired"}}
 
-=== TEST 12: a suspended account
+=== TEST 13: a suspended account
 --- config
     location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
 --- more_headers
@@ -224,7 +244,7 @@ SELECT count(*) FROM credit_ledger WHERE kind = 'debit' AND user_id IN (SELECT i
 --- sql_result
 0
 
-=== TEST 13: a cost variable that is not a number: 400, logged, nothing debited
+=== TEST 14: a cost variable that is not a number: 400, logged, nothing debited
 --- config
     location /api/ {
         monetize_gate on;
@@ -246,7 +266,7 @@ SELECT balance FROM balances b JOIN users u ON u.id = b.user_id WHERE u.email = 
 --- sql_result
 6
 
-=== TEST 14: a cost from a variable that is a number
+=== TEST 15: a cost from a variable that is a number
 --- config
     location /api/ {
         monetize_gate on;
@@ -262,7 +282,7 @@ GET /api/x?pages=4
 --- response_headers
 X-Credits-Remaining: 2
 
-=== TEST 15: a free call is authenticated but debits nothing
+=== TEST 16: a free call is authenticated but debits nothing
 --- config
     location /api/ {
         monetize_gate on;
@@ -280,7 +300,7 @@ SELECT count(*) FROM credit_ledger l JOIN users u ON u.id = l.user_id WHERE u.em
 --- sql_result
 3
 
-=== TEST 16: an internal redirect charges nothing more
+=== TEST 17: an internal redirect charges nothing more
 --- config
     location /api/ {
         monetize_gate on;
@@ -305,7 +325,7 @@ SELECT count(*) FROM credit_ledger l JOIN users u ON u.id = l.user_id WHERE u.em
 --- sql_result
 4
 
-=== TEST 17: without monetize_gate on, nothing is asked
+=== TEST 18: without monetize_gate on, nothing is asked
 --- config
     location /api/ { monetize_gate off; return 200 "open\n"; }
 --- request
