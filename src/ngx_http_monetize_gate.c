@@ -1,0 +1,517 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize_gate.h"
+#include "ngx_http_monetize_json.h"
+#include "ngx_http_monetize_keys.h"
+#include "ngx_http_monetize_keystore.h"
+
+
+/*
+ * The gate's decision, in the access phase: a call passes only with a
+ * valid API key and enough credits, and its cost is debited, durably,
+ * before it goes on.
+ *
+ *     credential -> cost -> key (cache, else PostgreSQL) -> debit (batched)
+ *
+ * Each step that waits returns NGX_AGAIN; its answer resumes the phases,
+ * and the handler, called again, returns the decision. A call is decided
+ * once: an internal redirect (error_page, try_files) finds the decision
+ * again and charges nothing more.
+ */
+
+
+static void ngx_http_monetize_gate_start(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+static ngx_int_t ngx_http_monetize_gate_cost(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+static void ngx_http_monetize_gate_found(ngx_http_request_t *r,
+    ngx_int_t rc);
+static void ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+static void ngx_http_monetize_gate_debited(ngx_http_monetize_debit_t *d);
+static void ngx_http_monetize_gate_decide(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx, ngx_int_t rc);
+static void ngx_http_monetize_gate_resume(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+static ngx_int_t ngx_http_monetize_gate_deny(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+static void ngx_http_monetize_gate_cleanup(void *data);
+
+
+/* the denials of the gate: what they answer */
+
+typedef enum {
+    NGX_HTTP_MONETIZE_DENY_MISSING = 1,
+    NGX_HTTP_MONETIZE_DENY_MALFORMED,
+    NGX_HTTP_MONETIZE_DENY_AMBIGUOUS,
+    NGX_HTTP_MONETIZE_DENY_NOT_OURS,
+    NGX_HTTP_MONETIZE_DENY_UNKNOWN,
+    NGX_HTTP_MONETIZE_DENY_REVOKED,
+    NGX_HTTP_MONETIZE_DENY_EXPIRED,
+    NGX_HTTP_MONETIZE_DENY_SUSPENDED,
+    NGX_HTTP_MONETIZE_DENY_BAD_COST,
+    NGX_HTTP_MONETIZE_DENY_CREDITS,
+    NGX_HTTP_MONETIZE_DENY_UNAVAILABLE,
+    NGX_HTTP_MONETIZE_DENY_INTERNAL
+} ngx_http_monetize_deny_e;
+
+
+typedef struct {
+    ngx_uint_t                       status;
+    const char                      *code;
+    const char                      *message;
+} ngx_http_monetize_denial_t;
+
+
+static ngx_http_monetize_denial_t  ngx_http_monetize_denials[] = {
+    { 0, NULL, NULL },
+    { NGX_HTTP_UNAUTHORIZED, "missing_credentials",
+      "send an API key as \"Authorization: Bearer <key>\" or "
+      "\"X-API-Key: <key>\"" },
+    { NGX_HTTP_UNAUTHORIZED, "invalid_api_key",
+      "the credential is malformed" },
+    { NGX_HTTP_BAD_REQUEST, "invalid_request",
+      "the credential is ambiguous" },
+    { NGX_HTTP_UNAUTHORIZED, "invalid_api_key",
+      "this is not an API key of this service" },
+    { NGX_HTTP_UNAUTHORIZED, "invalid_api_key", "no such API key" },
+    { NGX_HTTP_FORBIDDEN, "key_revoked", "this API key was revoked" },
+    { NGX_HTTP_FORBIDDEN, "key_expired", "this API key has expired" },
+    { NGX_HTTP_FORBIDDEN, "account_suspended", "this account is suspended" },
+    { NGX_HTTP_BAD_REQUEST, "invalid_request",
+      "the cost of this call is not a whole number of credits" },
+    { NGX_HTTP_MONETIZE_PAYMENT_REQUIRED, "insufficient_credits", NULL },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
+      "postgres is unavailable; try again" },
+    { NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
+      "the server failed; the operator will find the cause in its log" }
+};
+
+
+ngx_int_t
+ngx_http_monetize_gate_handler(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t                 *cln;
+    ngx_http_monetize_gate_ctx_t       *ctx;
+    ngx_http_monetize_gate_loc_conf_t  *glcf;
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_gate_module);
+
+    if (!glcf->enable || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_monetize_gate_get_ctx(r);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_monetize_gate_ctx_t));
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+
+        if (ctx == NULL || cln == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cln->handler = ngx_http_monetize_gate_cleanup;
+        cln->data = ctx;
+
+        ngx_http_set_ctx(r, ctx, ngx_http_monetize_gate_module);
+
+        ngx_http_monetize_gate_start(r, ctx);
+    }
+
+    if (ctx->state != NGX_HTTP_MONETIZE_GATE_DECIDED) {
+        ctx->waited = 1;
+        return NGX_AGAIN;
+    }
+
+    if (ctx->rc != NGX_OK) {
+        return ngx_http_monetize_gate_deny(r, ctx);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * An internal redirect clears module contexts; the pool cleanup that owns
+ * ours still holds it, so a redirected call keeps its one decision.
+ */
+
+ngx_http_monetize_gate_ctx_t *
+ngx_http_monetize_gate_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_monetize_gate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_gate_module);
+
+    if (ctx || !r->internal) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_monetize_gate_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_monetize_gate_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_monetize_gate_start(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx)
+{
+    ngx_str_t                        credential;
+    const char                      *why;
+    ngx_int_t                        rc;
+    ngx_http_monetize_main_conf_t   *mcf;
+    ngx_http_monetize_credential_e   cred;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    cred = ngx_http_monetize_credential(r, &credential, &why);
+
+    switch (cred) {
+
+    case NGX_HTTP_MONETIZE_CREDENTIAL_OK:
+        break;
+
+    case NGX_HTTP_MONETIZE_CREDENTIAL_MISSING:
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_MISSING);
+        return;
+
+    case NGX_HTTP_MONETIZE_CREDENTIAL_AMBIGUOUS:
+        ngx_http_monetize_gate_decide(r, ctx,
+                                      NGX_HTTP_MONETIZE_DENY_AMBIGUOUS);
+        return;
+
+    default: /* NGX_HTTP_MONETIZE_CREDENTIAL_MALFORMED */
+        ngx_http_monetize_gate_decide(r, ctx,
+                                      NGX_HTTP_MONETIZE_DENY_MALFORMED);
+        return;
+    }
+
+    if (!ngx_http_monetize_key_is_well_formed(&mcf->key_prefix, &credential))
+    {
+        ngx_http_monetize_gate_decide(r, ctx,
+                                      NGX_HTTP_MONETIZE_DENY_NOT_OURS);
+        return;
+    }
+
+    rc = ngx_http_monetize_gate_cost(r, ctx);
+
+    if (rc != NGX_OK) {
+        ngx_http_monetize_gate_decide(r, ctx, rc);
+        return;
+    }
+
+    if (ngx_http_monetize_key_hash_raw(&mcf->key_secret, &credential,
+                                       ctx->hash)
+        != NGX_OK)
+    {
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_INTERNAL);
+        return;
+    }
+
+    ctx->state = NGX_HTTP_MONETIZE_GATE_FINDING;
+
+    rc = ngx_http_monetize_keystore_find(r, ctx->hash, &ctx->info,
+                                         ngx_http_monetize_gate_found);
+
+    if (rc == NGX_OK) {
+        ngx_http_monetize_gate_check_key(r, ctx);
+
+    } else if (rc == NGX_ERROR) {
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_INTERNAL);
+    }
+}
+
+
+/* monetize_cost: a whole number of credits, from 0 to 10^9 */
+
+static ngx_int_t
+ngx_http_monetize_gate_cost(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx)
+{
+    ngx_int_t                           n;
+    ngx_str_t                           value;
+    ngx_http_monetize_gate_loc_conf_t  *glcf;
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_gate_module);
+
+    if (glcf->cost == NULL) {
+        ctx->cost = 1;
+        return NGX_OK;
+    }
+
+    if (ngx_http_complex_value(r, glcf->cost, &value) != NGX_OK) {
+        return NGX_HTTP_MONETIZE_DENY_INTERNAL;
+    }
+
+    n = ngx_atoi(value.data, value.len);
+
+    if (n == NGX_ERROR || n > NGX_HTTP_MONETIZE_COST_MAX) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "monetize: monetize_cost is \"%V\", not a whole number "
+                      "from 0 to %d; nothing is debited", &value,
+                      NGX_HTTP_MONETIZE_COST_MAX);
+        return NGX_HTTP_MONETIZE_DENY_BAD_COST;
+    }
+
+    ctx->cost = n;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_monetize_gate_found(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_http_monetize_gate_ctx_t  *ctx;
+
+    ctx = ngx_http_monetize_gate_get_ctx(r);
+
+    if (rc != NGX_OK) {
+        ngx_http_monetize_gate_decide(r, ctx,
+                                      NGX_HTTP_MONETIZE_DENY_UNAVAILABLE);
+        ngx_http_monetize_gate_resume(r, ctx);
+        return;
+    }
+
+    ngx_http_monetize_gate_check_key(r, ctx);
+
+    if (ctx->state == NGX_HTTP_MONETIZE_GATE_DECIDED) {
+        ngx_http_monetize_gate_resume(r, ctx);
+    }
+}
+
+
+static void
+ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx)
+{
+    u_char                         *p;
+    ngx_http_variable_value_t      *vv;
+    ngx_http_monetize_debit_t      *d;
+    ngx_http_monetize_key_info_t   *info;
+    ngx_http_monetize_main_conf_t  *mcf;
+    ngx_http_monetize_gate_main_conf_t  *gmcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_gate_module);
+
+    info = &ctx->info;
+
+    if (!info->found) {
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_UNKNOWN);
+        return;
+    }
+
+    if (info->revoked) {
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_REVOKED);
+        return;
+    }
+
+    if (info->expires_at && info->expires_at <= ngx_time()) {
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_EXPIRED);
+        return;
+    }
+
+    if (info->suspended) {
+        ngx_http_monetize_gate_decide(r, ctx,
+                                      NGX_HTTP_MONETIZE_DENY_SUSPENDED);
+        return;
+    }
+
+    ctx->authenticated = 1;
+    ctx->balance = info->balance;
+
+    if (ctx->cost == 0) {
+        /* free: admitted without a debit; the balance is the last known */
+        ctx->balance_known = 1;
+        ngx_http_monetize_gate_decide(r, ctx, NGX_OK);
+        return;
+    }
+
+    vv = ngx_http_get_indexed_variable(r, gmcf->request_id);
+
+    d = ngx_http_monetize_debit_create(r->pool);
+    p = ngx_pnalloc(r->pool, sizeof("call:") - 1 + (vv ? vv->len : 0));
+
+    if (vv == NULL || vv->not_found || d == NULL || p == NULL) {
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_INTERNAL);
+        return;
+    }
+
+    ctx->reference.data = p;
+    p = ngx_cpymem(p, "call:", sizeof("call:") - 1);
+    p = ngx_cpymem(p, vv->data, vv->len);
+    ctx->reference.len = p - ctx->reference.data;
+
+    d->user_id.data = info->user_id;
+    d->user_id.len = NGX_HTTP_MONETIZE_UUID_LEN;
+    d->key_id.data = info->key_id;
+    d->key_id.len = NGX_HTTP_MONETIZE_UUID_LEN;
+    d->reference = ctx->reference;
+    d->cost = ctx->cost;
+    d->handler = ngx_http_monetize_gate_debited;
+    d->data = r;
+
+    ctx->debit = d;
+    ctx->state = NGX_HTTP_MONETIZE_GATE_DEBITING;
+
+    ngx_http_monetize_debit(mcf->ledger, d);
+}
+
+
+static void
+ngx_http_monetize_gate_debited(ngx_http_monetize_debit_t *d)
+{
+    ngx_http_request_t             *r;
+    ngx_http_monetize_gate_ctx_t   *ctx;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    r = d->data;
+    ctx = ngx_http_monetize_gate_get_ctx(r);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    switch (d->status) {
+
+    case NGX_HTTP_MONETIZE_DEBIT_ADMITTED:
+        ctx->debited = 1;
+        ctx->balance = d->balance;
+        ctx->balance_known = 1;
+        ngx_http_monetize_gate_decide(r, ctx, NGX_OK);
+        break;
+
+    case NGX_HTTP_MONETIZE_DEBIT_REFUSED:
+        ctx->balance = d->balance;
+        ctx->balance_known = 1;
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_CREDITS);
+        break;
+
+    default: /* NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE */
+        ngx_http_monetize_gate_decide(r, ctx,
+                                      NGX_HTTP_MONETIZE_DENY_UNAVAILABLE);
+    }
+
+    if (ctx->balance_known && mcf->cache) {
+        ngx_http_monetize_cache_set_balance(mcf->cache, ctx->hash,
+                                            ctx->balance);
+    }
+
+    ngx_http_monetize_gate_resume(r, ctx);
+}
+
+
+static void
+ngx_http_monetize_gate_decide(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_http_core_loc_conf_t           *clcf;
+    ngx_http_monetize_main_conf_t      *mcf;
+    ngx_http_monetize_gate_loc_conf_t  *glcf;
+
+    ctx->state = NGX_HTTP_MONETIZE_GATE_DECIDED;
+    ctx->rc = rc;
+
+    if (rc == NGX_OK) {
+        mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+        ngx_http_monetize_meter_count(mcf->meter, ctx->info.user_id,
+                                      ctx->info.key_id, &clcf->name,
+                                      ctx->debited ? ctx->cost : 0);
+        return;
+    }
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_gate_module);
+
+    if (rc == NGX_HTTP_MONETIZE_DENY_CREDITS) {
+        ngx_log_error(glcf->deny_log_level, r->connection->log, 0,
+                      "monetize: denied: insufficient_credits (cost %L, "
+                      "balance %L)", ctx->cost, ctx->balance);
+        return;
+    }
+
+    ngx_log_error(glcf->deny_log_level, r->connection->log, 0,
+                  "monetize: denied: %s", ngx_http_monetize_denials[rc].code);
+}
+
+
+/* An answer came from an event: run the phases again from the gate. */
+
+static void
+ngx_http_monetize_gate_resume(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx)
+{
+    ngx_connection_t  *c;
+
+    if (!ctx->waited) {
+        return;
+    }
+
+    c = r->connection;
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The gate answers its denials itself, in the contract's JSON, as nginx's
+ * access phase does with its own error pages.
+ */
+
+static ngx_int_t
+ngx_http_monetize_gate_deny(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    retry = ngx_string("1");
+    ngx_http_monetize_denial_t  *denial;
+
+    denial = &ngx_http_monetize_denials[ctx->rc];
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    if (ctx->rc == NGX_HTTP_MONETIZE_DENY_CREDITS) {
+        rc = ngx_http_monetize_send_insufficient(r, ctx->cost, ctx->balance);
+
+    } else {
+        if (denial->status == NGX_HTTP_SERVICE_UNAVAILABLE
+            && ngx_http_monetize_set_header(r, "Retry-After", &retry)
+               != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = ngx_http_monetize_send_error(r, denial->status, denial->code,
+                                          "%s", denial->message);
+    }
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_monetize_gate_cleanup(void *data)
+{
+    /* the context is in the request's pool; this only marks ownership */
+}

@@ -1,0 +1,67 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#ifndef _NGX_HTTP_MONETIZE_GATE_H_INCLUDED_
+#define _NGX_HTTP_MONETIZE_GATE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize.h"
+
+
+#define NGX_HTTP_MONETIZE_COST_MAX  1000000000
+
+
+typedef struct {
+    ngx_flag_t                       enable;
+    ngx_http_complex_value_t        *cost;          /* NULL: 1 credit */
+    uint64_t                         refund[10];    /* statuses 0..639 */
+    ngx_flag_t                       refund_set;
+    ngx_uint_t                       deny_log_level;
+} ngx_http_monetize_gate_loc_conf_t;
+
+
+typedef struct {
+    ngx_int_t                        request_id;    /* variable index */
+} ngx_http_monetize_gate_main_conf_t;
+
+
+typedef enum {
+    NGX_HTTP_MONETIZE_GATE_FINDING = 1,
+    NGX_HTTP_MONETIZE_GATE_DEBITING,
+    NGX_HTTP_MONETIZE_GATE_DECIDED
+} ngx_http_monetize_gate_state_e;
+
+
+typedef struct {
+    ngx_http_monetize_gate_state_e   state;
+    ngx_int_t                        rc;            /* once decided */
+    u_char                           hash[NGX_HTTP_MONETIZE_HASH_SIZE];
+    ngx_http_monetize_key_info_t     info;
+    int64_t                          cost;
+    int64_t                          balance;
+    ngx_str_t                        reference;
+    ngx_http_monetize_debit_t       *debit;
+    unsigned                         waited:1;      /* resume the phases */
+    unsigned                         authenticated:1;
+    unsigned                         balance_known:1;
+    unsigned                         debited:1;
+    unsigned                         refunded:1;
+} ngx_http_monetize_gate_ctx_t;
+
+
+ngx_int_t ngx_http_monetize_gate_handler(ngx_http_request_t *r);
+ngx_http_monetize_gate_ctx_t *ngx_http_monetize_gate_get_ctx(
+    ngx_http_request_t *r);
+
+
+extern ngx_module_t  ngx_http_monetize_gate_module;
+
+
+#endif /* _NGX_HTTP_MONETIZE_GATE_H_INCLUDED_ */
