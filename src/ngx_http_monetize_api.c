@@ -290,7 +290,9 @@ ngx_http_monetize_api_check_body(ngx_http_request_t *r)
                                             "%zu bytes", mcf->max_body_size);
     }
 
-    if (r->headers_in.content_length_n == 0) {
+    /* no body at all, as "curl -X POST" sends: "{}" like an empty one */
+
+    if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
         return NULL;
     }
 
