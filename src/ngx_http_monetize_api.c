@@ -63,6 +63,18 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("credits"), NGX_HTTP_GET, 0, 1,
       ngx_http_monetize_balance_handler },
 
+    { ngx_string("keys"), NGX_HTTP_GET, 0, 1,
+      ngx_http_monetize_keys_list_handler },
+
+    { ngx_string("keys"), NGX_HTTP_POST, 1, 1,
+      ngx_http_monetize_keys_create_handler },
+
+    { ngx_string("keys/{id}"), NGX_HTTP_DELETE, 0, 1,
+      ngx_http_monetize_keys_revoke_handler },
+
+    { ngx_string("keys/{id}/rotate"), NGX_HTTP_POST, 1, 1,
+      ngx_http_monetize_keys_rotate_handler },
+
     { ngx_null_string, 0, 0, 0, NULL }
 };
 
