@@ -63,6 +63,9 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("credits"), NGX_HTTP_GET, 0, 1,
       ngx_http_monetize_balance_handler },
 
+    { ngx_string("use_credit"), NGX_HTTP_POST, 1, 1,
+      ngx_http_monetize_use_credit_handler },
+
     { ngx_string("keys"), NGX_HTTP_GET, 0, 1,
       ngx_http_monetize_keys_list_handler },
 

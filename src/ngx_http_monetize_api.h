@@ -73,6 +73,8 @@ ngx_int_t ngx_http_monetize_register_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_balance_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_use_credit_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_keys_list_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_keys_create_handler(ngx_http_request_t *r,
