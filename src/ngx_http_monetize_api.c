@@ -78,6 +78,9 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("keys/{id}/rotate"), NGX_HTTP_POST, 1, 1,
       ngx_http_monetize_keys_rotate_handler },
 
+    { ngx_string("usage"), NGX_HTTP_GET, 0, 1,
+      ngx_http_monetize_usage_handler },
+
     { ngx_null_string, 0, 0, 0, NULL }
 };
 
