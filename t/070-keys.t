@@ -50,14 +50,14 @@ key($alice, $kid->(3), 'sk_live_' . ('E' x 32), name => 'expired',
 user($bob, 'bob@example.com');
 key($bob, $kid->(11), $B, name => 'bob');
 
-plan tests => scalar blocks() + 24;
+plan tests => scalar blocks() + 28;
 run_tests();
 
 
 # --- the flows, through the Perl API ---------------------------------------
 
 my $ngx = Test::Monetize::Nginx->start(
-    config => 'location /v1/ { monetize_api; }');
+    config => 'location /v1/ { monetize_api; }', workers => 2);
 
 sub call {
     my ($method, $path, $key, $json) = @_;
@@ -153,6 +153,29 @@ is $res->{status}, 201, 'a rotation without grace at the cap: 201';
 is_deeply [Test::Monetize::psql('SELECT monetize_active_keys($1, NULL)',
                                 $carol)],
     [[100]], 'still 100 active keys';
+
+# Creations at once do not pass the cap together.
+my $carol_key = $res->{json}{key};
+Test::Monetize::psql("UPDATE api_keys SET revoked_at = now()"
+                     . " WHERE key_hash IN ('h1', 'h2', 'h3', 'h4', 'h5')");
+my @res = $ngx->parallel([map { [POST => '/v1/keys',
+    headers => [Authorization => "Bearer $carol_key"], json => {}] } 1 .. 10]);
+is_deeply [sort map { $_->{status} } @res], [(201) x 5, (422) x 5],
+    '10 creations at once with room for 5: 5 pass, 5 are refused';
+is_deeply [Test::Monetize::psql('SELECT monetize_active_keys($1, NULL)',
+                                $carol)],
+    [[100]], 'and the account has 100 active keys';
+
+# Rotations of one key at once: one new key, the others find it rotated.
+$res = call(POST => '/v1/keys', $A, {name => 'contended'});
+my $contended = $res->{json}{id};
+@res = $ngx->parallel([map { [POST => "/v1/keys/$contended/rotate",
+    headers => [Authorization => "Bearer $A"], json => {}] } 1 .. 10]);
+is_deeply [sort map { $_->{status} } @res], [201, (409) x 9],
+    '10 rotations of one key at once: one 201, nine 409';
+is_deeply [Test::Monetize::psql(
+        "SELECT count(*) FROM api_keys WHERE name = 'contended'")],
+    [[2]], 'one new key';
 
 $ngx->stop;
 
