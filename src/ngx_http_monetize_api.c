@@ -63,6 +63,24 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("credits"), NGX_HTTP_GET, 0, 1,
       ngx_http_monetize_balance_handler },
 
+    { ngx_string("use_credit"), NGX_HTTP_POST, 1, 1,
+      ngx_http_monetize_use_credit_handler },
+
+    { ngx_string("keys"), NGX_HTTP_GET, 0, 1,
+      ngx_http_monetize_keys_list_handler },
+
+    { ngx_string("keys"), NGX_HTTP_POST, 1, 1,
+      ngx_http_monetize_keys_create_handler },
+
+    { ngx_string("keys/{id}"), NGX_HTTP_DELETE, 0, 1,
+      ngx_http_monetize_keys_revoke_handler },
+
+    { ngx_string("keys/{id}/rotate"), NGX_HTTP_POST, 1, 1,
+      ngx_http_monetize_keys_rotate_handler },
+
+    { ngx_string("usage"), NGX_HTTP_GET, 0, 1,
+      ngx_http_monetize_usage_handler },
+
     { ngx_null_string, 0, 0, 0, NULL }
 };
 
@@ -290,7 +308,9 @@ ngx_http_monetize_api_check_body(ngx_http_request_t *r)
                                             "%zu bytes", mcf->max_body_size);
     }
 
-    if (r->headers_in.content_length_n == 0) {
+    /* no body at all, as "curl -X POST" sends: "{}" like an empty one */
+
+    if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
         return NULL;
     }
 
