@@ -12,6 +12,7 @@ use Time::HiRes qw(time);
 
 my $config = <<'CONF';
     add_header X-Worker $pid always;
+    location /v1/ { monetize_api; }
     location /api/ {
         monetize_gate on;
         monetize_cost 0;
@@ -38,7 +39,7 @@ sub key_of_new_account {
     my ($user) = map { $_->[0] } Test::Monetize::psql(
         "INSERT INTO users (email, password_hash) VALUES (\$1, 'x')"
         . " RETURNING id", "revoke$n\@example.com");
-    my $key = sprintf 'sk_live_%s%016d', 'K' x 16, $n;
+    my $key = sprintf "sk_live_%s%016d", "K" x 16, $n;
     Test::Monetize::psql(
         "INSERT INTO api_keys (user_id, key_hash, prefix)"
         . " VALUES (\$1, \$2, 'sk_live_KKKK')",
@@ -102,6 +103,33 @@ diag sprintf 'revocation took effect after %.3fs', $took;
 ($status, $seen) = calls_on_both_workers($key);
 is_deeply [[keys %$status], $seen], [[403], \@workers],
     '... on both workers';
+
+# --- DELETE /keys/{id}, and a rotation ----------------------------------
+
+($user, $key) = key_of_new_account();
+my $second = $a->request('POST', '/v1/keys', headers => {'X-API-Key' => $key},
+                         json => {name => 'second'});
+is $second->{status}, 201, 'a second key, made through the API';
+my $key2 = $second->{json}{key};
+is_deeply((calls($key2))[0], {200 => 25}, '... works on both nodes');
+
+my $del = $a->request('DELETE', "/v1/keys/$second->{json}{id}",
+                      headers => {'X-API-Key' => $key});
+is $del->{status}, 204, 'DELETE /keys/{id}: 204';
+($stopped, $took) = stops_within($key2, 403, 1);
+ok $stopped, '... and the key is refused on both nodes within 1s';
+diag sprintf '... after %.3fs', $took;
+
+my ($key_id) = map { $_->[0] } Test::Monetize::psql(
+    "SELECT id FROM api_keys WHERE user_id = \$1 AND revoked_at IS NULL",
+    $user);
+my $rot = $a->request('POST', "/v1/keys/$key_id/rotate",
+                      headers => {'X-API-Key' => $key}, json => {});
+is $rot->{status}, 201, 'a rotation without grace';
+($stopped) = stops_within($key, 403, 1);
+ok $stopped, '... stops the old key on both nodes within 1s';
+is_deeply((calls($rot->{json}{key}))[0], {200 => 25},
+          '... and the new one works');
 
 # --- a suspended account --------------------------------------------------
 
