@@ -13,7 +13,7 @@
 #include <ngx_http.h>
 
 #if !(NGX_THREADS)
-#error nginx-monetize hashes passwords in a thread pool: build nginx --with-threads
+#error nginx-monetize hashes passwords in a thread pool: --with-threads
 #endif
 
 #include "ngx_http_monetize_pg.h"

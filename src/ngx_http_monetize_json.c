@@ -160,7 +160,8 @@ ngx_http_monetize_send_insufficient(ngx_http_request_t *r, int64_t cost,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_monetize_send_json(r, NGX_HTTP_MONETIZE_PAYMENT_REQUIRED, body);
+    return ngx_http_monetize_send_json(r, NGX_HTTP_MONETIZE_PAYMENT_REQUIRED,
+                                       body);
 }
 
 

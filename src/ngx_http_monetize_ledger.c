@@ -516,7 +516,8 @@ ngx_http_monetize_refund_flush(ngx_event_t *ev)
         n++;
     }
 
-    pq->params[0] = (const char *) ngx_http_monetize_pg_array(pool, refs, n, 1);
+    pq->params[0] = (const char *)
+                        ngx_http_monetize_pg_array(pool, refs, n, 1);
     if (pq->params[0] == NULL) {
         ngx_destroy_pool(pool);
         goto retry;

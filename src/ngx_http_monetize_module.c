@@ -231,9 +231,10 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
 
     u_char                            *p, *last;
     const char                        *user;
-    ngx_str_t                          top_up
-                              = ngx_string("$scheme://$host/v1/purchase_credits");
+    ngx_str_t                          top_up;
     ngx_http_compile_complex_value_t   ccv;
+
+    ngx_str_set(&top_up, "$scheme://$host/v1/purchase_credits");
 
     ngx_conf_init_value(mcf->signup_credits, 0);
     ngx_conf_init_value(mcf->bcrypt_cost, 12);

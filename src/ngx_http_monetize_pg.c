@@ -339,7 +339,8 @@ ngx_http_monetize_pg_query_timeout(ngx_event_t *ev)
 
     ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                   "monetize: postgres \"%V\" did not answer within %Mms: %s",
-                  &q->pool->conninfo.name, q->pool->timeout + q->pool->grace, q->sql);
+                  &q->pool->conninfo.name, q->pool->timeout + q->pool->grace,
+                  q->sql);
 
     ngx_http_monetize_pg_close(pc, 0);
 }

@@ -72,4 +72,23 @@ my ($writes) = Test::Monetize::psql(
     "SELECT count(*) FROM usage WHERE user_id = \$1", $user);
 is $writes->[0], 3, 'added up in one row per key, location and day';
 
+# last_used_at: fresh to the minute, without a write per call
+my @used = Test::Monetize::psql(
+    "SELECT name, last_used_at IS NOT NULL,"
+    . "       last_used_at > now() - interval '1 minute'"
+    . "  FROM api_keys WHERE user_id = \$1 ORDER BY name", $user);
+is_deeply \@used, [['U', 't', 't'], ['V', 't', 't']],
+    'each key used has a last_used_at of the last minute';
+
+my ($stamp) = Test::Monetize::psql(
+    "SELECT last_used_at FROM api_keys WHERE user_id = \$1 AND name = 'V'",
+    $user);
+Test::Monetize::psql("SELECT monetize_credit(\$1, 10, 'admin', 'more')",
+                     $user);
+$ngx->request('GET', '/search/again', headers => {'X-API-Key' => $keys[1]});
+my ($again) = Test::Monetize::psql(
+    "SELECT last_used_at FROM api_keys WHERE user_id = \$1 AND name = 'V'",
+    $user);
+is $again->[0], $stamp->[0], 'a call within the minute does not write it again';
+
 done_testing;
