@@ -1,0 +1,90 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize_limit.h"
+
+
+/*
+ * Rate limits by GCRA (the generic cell rate algorithm): one number a key,
+ * the theoretical arrival time (TAT) of its next call, in microseconds.
+ * A call may pass while it is no earlier than TAT - tau, where tau lets
+ * "burst" calls come at once; each call passing pushes TAT on by the
+ * emission interval T = 1s / rate. The Redis store runs the same arithmetic
+ * in a script (ngx_http_monetize_redis.c), on Redis's clock.
+ */
+
+
+void
+ngx_http_monetize_gcra(int64_t *tat, int64_t now, ngx_uint_t rate,
+    ngx_uint_t burst, ngx_http_monetize_limit_t *lim)
+{
+    int64_t  t, tau, at, next;
+
+    t = 1000000 / rate;
+    tau = (int64_t) (burst - 1) * t;
+    at = ngx_max(*tat, now);
+
+    lim->limit = burst;
+
+    if (now < at - tau) {
+        lim->allowed = 0;
+        lim->remaining = 0;
+        lim->reset = (ngx_msec_t) ((at - now + 999) / 1000);
+        lim->retry_after = (ngx_msec_t) ((at - tau - now + 999) / 1000);
+        return;
+    }
+
+    next = at + t;
+    *tat = next;
+
+    lim->allowed = 1;
+    lim->remaining = (ngx_uint_t) ((now + tau - next) / t + 1);
+    lim->reset = (ngx_msec_t) ((next - now + 999) / 1000);
+    lim->retry_after = 0;
+}
+
+
+/* The node-local store: one shared-memory table for all workers. */
+
+ngx_int_t
+ngx_http_monetize_limit_local(ngx_http_monetize_shm_t *zone, ngx_str_t *key,
+    ngx_uint_t rate, ngx_uint_t burst, ngx_http_monetize_limit_t *lim)
+{
+    int64_t                         now, tat;
+    ngx_time_t                     *tp;
+    ngx_http_monetize_shm_entry_t  *e;
+
+    tp = ngx_timeofday();
+    now = (int64_t) tp->sec * 1000000 + (int64_t) tp->msec * 1000;
+
+    ngx_http_monetize_shm_lock(zone);
+
+    e = ngx_http_monetize_shm_find(zone, key->data, key->len);
+
+    if (e) {
+        ngx_http_monetize_shm_touch(zone, e);
+
+    } else {
+        e = ngx_http_monetize_shm_insert(zone, key->data, key->len);
+
+        if (e == NULL) {
+            ngx_http_monetize_shm_unlock(zone);
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_memcpy(&tat, e->value, sizeof(int64_t));
+    ngx_http_monetize_gcra(&tat, now, rate, burst, lim);
+    ngx_memcpy(e->value, &tat, sizeof(int64_t));
+
+    ngx_http_monetize_shm_unlock(zone);
+
+    return NGX_OK;
+}
