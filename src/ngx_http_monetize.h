@@ -17,6 +17,7 @@
 #endif
 
 #include "ngx_http_monetize_pg.h"
+#include "ngx_http_monetize_shm.h"
 #include "ngx_http_monetize_cache.h"
 #include "ngx_http_monetize_ledger.h"
 #include "ngx_http_monetize_meter.h"
@@ -25,6 +26,9 @@
 typedef struct {
     ngx_http_monetize_pg_pool_t  *pg;
     ngx_http_monetize_cache_t    *cache;
+    ngx_http_monetize_shm_t      *limits;         /* node-local limits */
+    int64_t                       api_limit;      /* us between calls */
+    ngx_uint_t                    api_limit_burst;
     ngx_http_monetize_ledger_t   *ledger;
     ngx_http_monetize_meter_t    *meter;
     ngx_str_t                     key_secret;
@@ -37,6 +41,7 @@ typedef struct {
     ngx_http_complex_value_t     *top_up_url;
     ngx_flag_t                    api_used;
     ngx_flag_t                    gate_used;      /* set by the gate */
+    ngx_uint_t                    plans_version;  /* per worker, see plans */
 } ngx_http_monetize_main_conf_t;
 
 

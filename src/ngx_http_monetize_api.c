@@ -25,6 +25,7 @@ typedef struct {
     ngx_uint_t                         method;
     unsigned                           body:1;
     unsigned                           auth:1;
+    unsigned                           limited:1;  /* per client address */
     ngx_http_monetize_api_handler_pt   handler;
 } ngx_http_monetize_api_route_t;
 
@@ -36,6 +37,7 @@ static ngx_uint_t ngx_http_monetize_api_match(ngx_str_t *pattern,
     ngx_str_t *path, ngx_str_t *id);
 static ngx_int_t ngx_http_monetize_api_not_allowed(ngx_http_request_t *r,
     ngx_uint_t methods);
+static ngx_int_t ngx_http_monetize_api_limit(ngx_http_request_t *r);
 static json_t *ngx_http_monetize_api_check_body(ngx_http_request_t *r);
 static void ngx_http_monetize_api_body_read(ngx_http_request_t *r);
 static json_t *ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
@@ -51,37 +53,40 @@ static ngx_int_t ngx_http_monetize_health_result(ngx_http_request_t *r,
 
 static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
 
-    { ngx_string("health"), NGX_HTTP_GET, 0, 0,
+    { ngx_string("health"), NGX_HTTP_GET, 0, 0, 0,
       ngx_http_monetize_health_handler },
 
-    { ngx_string("register"), NGX_HTTP_POST, 1, 0,
+    { ngx_string("plans"), NGX_HTTP_GET, 0, 0, 0,
+      ngx_http_monetize_plans_handler },
+
+    { ngx_string("register"), NGX_HTTP_POST, 1, 0, 1,
       ngx_http_monetize_register_handler },
 
-    { ngx_string("verify_credits"), NGX_HTTP_GET, 0, 1,
+    { ngx_string("verify_credits"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_balance_handler },
 
-    { ngx_string("credits"), NGX_HTTP_GET, 0, 1,
+    { ngx_string("credits"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_balance_handler },
 
-    { ngx_string("use_credit"), NGX_HTTP_POST, 1, 1,
+    { ngx_string("use_credit"), NGX_HTTP_POST, 1, 1, 0,
       ngx_http_monetize_use_credit_handler },
 
-    { ngx_string("keys"), NGX_HTTP_GET, 0, 1,
+    { ngx_string("keys"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_keys_list_handler },
 
-    { ngx_string("keys"), NGX_HTTP_POST, 1, 1,
+    { ngx_string("keys"), NGX_HTTP_POST, 1, 1, 0,
       ngx_http_monetize_keys_create_handler },
 
-    { ngx_string("keys/{id}"), NGX_HTTP_DELETE, 0, 1,
+    { ngx_string("keys/{id}"), NGX_HTTP_DELETE, 0, 1, 0,
       ngx_http_monetize_keys_revoke_handler },
 
-    { ngx_string("keys/{id}/rotate"), NGX_HTTP_POST, 1, 1,
+    { ngx_string("keys/{id}/rotate"), NGX_HTTP_POST, 1, 1, 0,
       ngx_http_monetize_keys_rotate_handler },
 
-    { ngx_string("usage"), NGX_HTTP_GET, 0, 1,
+    { ngx_string("usage"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_usage_handler },
 
-    { ngx_null_string, 0, 0, 0, NULL }
+    { ngx_null_string, 0, 0, 0, 0, NULL }
 };
 
 
@@ -113,6 +118,18 @@ ngx_http_monetize_api_handler(ngx_http_request_t *r)
     ngx_http_set_ctx(r, ctx, ngx_http_monetize_module);
 
     route = ngx_http_monetize_api_route(r, ctx, &allowed);
+
+    if (route && route->limited) {
+        rc = ngx_http_monetize_api_limit(r);
+
+        if (rc != NGX_OK) {
+            if (ngx_http_discard_request_body(r) != NGX_OK) {
+                r->keepalive = 0;
+            }
+
+            return rc;
+        }
+    }
 
     if (route == NULL || !route->body) {
 
@@ -247,6 +264,50 @@ ngx_http_monetize_api_match(ngx_str_t *pattern, ngx_str_t *path,
     }
 
     return p == pe && u == ue;
+}
+
+
+/*
+ * The public endpoints that create accounts or check passwords take at most
+ * monetize_api_limit calls from one client address (node-local).
+ */
+
+static ngx_int_t
+ngx_http_monetize_api_limit(ngx_http_request_t *r)
+{
+    u_char                          *p;
+    ngx_str_t                        key;
+    ngx_http_monetize_limit_t        lim;
+    ngx_http_monetize_main_conf_t   *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    if (mcf->api_limit == 0) {
+        return NGX_OK;
+    }
+
+    key.len = sizeof("ip:") - 1 + r->connection->addr_text.len;
+    key.data = ngx_pnalloc(r->pool, key.len);
+    if (key.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(key.data, "ip:", sizeof("ip:") - 1);
+    ngx_memcpy(p, r->connection->addr_text.data,
+               r->connection->addr_text.len);
+
+    if (ngx_http_monetize_limit_local(mcf->limits, &key, mcf->api_limit,
+                                      mcf->api_limit_burst, &lim)
+        != NGX_OK || lim.allowed)
+    {
+        return NGX_OK;
+    }
+
+    if (ngx_http_monetize_rate_limit_headers(r, &lim) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_monetize_send_rate_limited(r, &lim);
 }
 
 

@@ -17,6 +17,7 @@
 #include "ngx_http_monetize.h"
 #include "ngx_http_monetize_json.h"
 #include "ngx_http_monetize_pg.h"
+#include "ngx_http_monetize_limit.h"
 
 
 typedef struct ngx_http_monetize_api_ctx_s  ngx_http_monetize_api_ctx_t;
@@ -70,6 +71,8 @@ void ngx_http_monetize_api_finish(ngx_http_request_t *r, ngx_int_t rc);
 ngx_int_t ngx_http_monetize_authenticate(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_register_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_plans_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_balance_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);

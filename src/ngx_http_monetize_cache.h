@@ -30,6 +30,8 @@ typedef struct {
     unsigned                suspended:1;
     time_t                  expires_at;     /* the key's; 0: never */
     int64_t                 balance;        /* last known */
+    int32_t                 rate;           /* the plan's, a second */
+    int32_t                 burst;
 } ngx_http_monetize_key_info_t;
 
 

@@ -36,6 +36,14 @@ static void ngx_http_monetize_gate_found(ngx_http_request_t *r,
     ngx_int_t rc);
 static void ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
+static ngx_int_t ngx_http_monetize_gate_limit(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+static ngx_int_t ngx_http_monetize_gate_limit_local(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+static ngx_int_t ngx_http_monetize_gate_bad_plan(ngx_http_request_t *r,
+    ngx_http_monetize_key_info_t *info);
+static void ngx_http_monetize_gate_charge(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
 static void ngx_http_monetize_gate_debited(ngx_http_monetize_debit_t *d);
 static void ngx_http_monetize_gate_decide(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx, ngx_int_t rc);
@@ -60,7 +68,11 @@ typedef enum {
     NGX_HTTP_MONETIZE_DENY_BAD_COST,
     NGX_HTTP_MONETIZE_DENY_CREDITS,
     NGX_HTTP_MONETIZE_DENY_UNAVAILABLE,
-    NGX_HTTP_MONETIZE_DENY_INTERNAL
+    NGX_HTTP_MONETIZE_DENY_INTERNAL,
+    NGX_HTTP_MONETIZE_DENY_RATE_LIMITED,
+    NGX_HTTP_MONETIZE_DENY_QUOTA,
+    NGX_HTTP_MONETIZE_DENY_BAD_PLAN,
+    NGX_HTTP_MONETIZE_DENY_LIMITER_DOWN
 } ngx_http_monetize_deny_e;
 
 
@@ -92,7 +104,14 @@ static ngx_http_monetize_denial_t  ngx_http_monetize_denials[] = {
     { NGX_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
       "postgres is unavailable; try again" },
     { NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
-      "the server failed; the operator will find the cause in its log" }
+      "the server failed; the operator will find the cause in its log" },
+    { NGX_HTTP_TOO_MANY_REQUESTS, "rate_limited", NULL },
+    { NGX_HTTP_TOO_MANY_REQUESTS, "quota_exceeded", NULL },
+    { NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
+      "the plan of this account is misconfigured; the operator will find "
+      "the cause in its log" },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
+      "the rate limiter is unavailable; try again" }
 };
 
 
@@ -302,15 +321,8 @@ static void
 ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx)
 {
-    u_char                         *p;
-    ngx_http_variable_value_t      *vv;
-    ngx_http_monetize_debit_t      *d;
+    ngx_int_t                       rc;
     ngx_http_monetize_key_info_t   *info;
-    ngx_http_monetize_main_conf_t  *mcf;
-    ngx_http_monetize_gate_main_conf_t  *gmcf;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
-    gmcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_gate_module);
 
     info = &ctx->info;
 
@@ -338,7 +350,139 @@ ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     ctx->authenticated = 1;
     ctx->balance = info->balance;
 
-    if (ctx->cost == 0) {
+    rc = ngx_http_monetize_gate_limit(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        ctx->state = NGX_HTTP_MONETIZE_GATE_LIMITING;
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_monetize_gate_decide(r, ctx, rc);
+        return;
+    }
+
+    ngx_http_monetize_gate_charge(r, ctx);
+}
+
+
+/*
+ * The plan's rate limit, before anything is charged: NGX_OK to go on,
+ * NGX_AGAIN while Redis decides, or the denial.
+ */
+
+static ngx_int_t
+ngx_http_monetize_gate_limit(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx)
+{
+    ngx_http_monetize_gate_loc_conf_t  *glcf;
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_gate_module);
+
+    if (glcf->rate_limit == NGX_HTTP_MONETIZE_LIMIT_OFF) {
+        return NGX_OK;
+    }
+
+    if (ctx->info.rate <= 0 || ctx->info.burst <= 0) {
+        return ngx_http_monetize_gate_bad_plan(r, &ctx->info);
+    }
+
+    return ngx_http_monetize_gate_limit_local(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_monetize_gate_limit_local(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx)
+{
+    u_char                             *p;
+    ngx_str_t                           key;
+    ngx_http_monetize_main_conf_t      *mcf;
+    ngx_http_monetize_gate_loc_conf_t  *glcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+    glcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_gate_module);
+
+    /* what is limited: the authenticated key, or its account, never input */
+
+    key.len = sizeof("k:") - 1 + NGX_HTTP_MONETIZE_UUID_LEN;
+    key.data = ngx_pnalloc(r->pool, key.len);
+    if (key.data == NULL) {
+        return NGX_HTTP_MONETIZE_DENY_INTERNAL;
+    }
+
+    if (glcf->rate_limit_key == NGX_HTTP_MONETIZE_LIMIT_BY_ACCOUNT) {
+        p = ngx_cpymem(key.data, "a:", 2);
+        ngx_memcpy(p, ctx->info.user_id, NGX_HTTP_MONETIZE_UUID_LEN);
+
+    } else {
+        p = ngx_cpymem(key.data, "k:", 2);
+        ngx_memcpy(p, ctx->info.key_id, NGX_HTTP_MONETIZE_UUID_LEN);
+    }
+
+    if (ngx_http_monetize_limit_local(mcf->limits, &key,
+                                      1000000 / ctx->info.rate,
+                                      ctx->info.burst, &ctx->limit)
+        != NGX_OK)
+    {
+        return NGX_HTTP_MONETIZE_DENY_INTERNAL;
+    }
+
+    ctx->limited = 1;
+
+    return ctx->limit.allowed ? NGX_OK : NGX_HTTP_MONETIZE_DENY_RATE_LIMITED;
+}
+
+
+/*
+ * A plan row with a rate or burst of 0 or less cannot be enforced: its calls
+ * are refused (500) and the log says which plan, once a minute a worker.
+ */
+
+static ngx_int_t
+ngx_http_monetize_gate_bad_plan(ngx_http_request_t *r,
+    ngx_http_monetize_key_info_t *info)
+{
+    static time_t  logged;
+
+    if (ngx_time() - logged >= 60) {
+        logged = ngx_time();
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "monetize: plan \"%*s\" has rate_limit_rps %D and "
+                      "rate_limit_burst %D; a rate limit needs both above "
+                      "0, so the calls of its accounts are refused until the "
+                      "plans row is fixed", (size_t) info->plan_len,
+                      info->plan, info->rate, info->burst);
+    }
+
+    return NGX_HTTP_MONETIZE_DENY_BAD_PLAN;
+}
+
+
+/*
+ * The charge: with monetize_quota, the plan's calls first, then credits;
+ * else credits only. A free call with no quota to count asks no one.
+ */
+
+static void
+ngx_http_monetize_gate_charge(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx)
+{
+    u_char                              *p;
+    ngx_http_variable_value_t           *vv;
+    ngx_http_monetize_debit_t           *d;
+    ngx_http_monetize_key_info_t        *info;
+    ngx_http_monetize_main_conf_t       *mcf;
+    ngx_http_monetize_gate_loc_conf_t   *glcf;
+    ngx_http_monetize_gate_main_conf_t  *gmcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_gate_module);
+    glcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_gate_module);
+
+    info = &ctx->info;
+
+    if (ctx->cost == 0 && !glcf->quota) {
         /* free: admitted without a debit; the balance is the last known */
         ctx->balance_known = 1;
         ngx_http_monetize_gate_decide(r, ctx, NGX_OK);
@@ -366,6 +510,7 @@ ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     d->key_id.len = NGX_HTTP_MONETIZE_UUID_LEN;
     d->reference = ctx->reference;
     d->cost = ctx->cost;
+    d->quota = glcf->quota;
     d->handler = ngx_http_monetize_gate_debited;
     d->data = r;
 
@@ -387,19 +532,34 @@ ngx_http_monetize_gate_debited(ngx_http_monetize_debit_t *d)
     ctx = ngx_http_monetize_gate_get_ctx(r);
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
+    if (d->status != NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE) {
+        ctx->balance = d->balance;
+        ctx->balance_known = 1;
+
+        if (d->quota) {
+            ctx->quota_known = 1;
+            ctx->quota_left = d->quota_left;
+            ctx->period_end = d->period_end;
+        }
+    }
+
     switch (d->status) {
 
     case NGX_HTTP_MONETIZE_DEBIT_ADMITTED:
         ctx->debited = 1;
-        ctx->balance = d->balance;
-        ctx->balance_known = 1;
+        ngx_http_monetize_gate_decide(r, ctx, NGX_OK);
+        break;
+
+    case NGX_HTTP_MONETIZE_DEBIT_INCLUDED:
         ngx_http_monetize_gate_decide(r, ctx, NGX_OK);
         break;
 
     case NGX_HTTP_MONETIZE_DEBIT_REFUSED:
-        ctx->balance = d->balance;
-        ctx->balance_known = 1;
         ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_CREDITS);
+        break;
+
+    case NGX_HTTP_MONETIZE_DEBIT_QUOTA_EXCEEDED:
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_QUOTA);
         break;
 
     default: /* NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE */
@@ -491,6 +651,13 @@ ngx_http_monetize_gate_deny(ngx_http_request_t *r,
 
     if (ctx->rc == NGX_HTTP_MONETIZE_DENY_CREDITS) {
         rc = ngx_http_monetize_send_insufficient(r, ctx->cost, ctx->balance);
+
+    } else if (ctx->rc == NGX_HTTP_MONETIZE_DENY_RATE_LIMITED) {
+        rc = ngx_http_monetize_send_rate_limited(r, &ctx->limit);
+
+    } else if (ctx->rc == NGX_HTTP_MONETIZE_DENY_QUOTA) {
+        rc = ngx_http_monetize_send_quota_exceeded(r, ctx->period_end,
+                                                   ctx->balance);
 
     } else {
         if (denial->status == NGX_HTTP_SERVICE_UNAVAILABLE

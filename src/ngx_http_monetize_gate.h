@@ -13,9 +13,20 @@
 #include <ngx_http.h>
 
 #include "ngx_http_monetize.h"
+#include "ngx_http_monetize_limit.h"
 
 
 #define NGX_HTTP_MONETIZE_COST_MAX  1000000000
+
+#define NGX_HTTP_MONETIZE_LIMIT_OFF      0
+#define NGX_HTTP_MONETIZE_LIMIT_LOCAL    1
+#define NGX_HTTP_MONETIZE_LIMIT_REDIS    2
+
+#define NGX_HTTP_MONETIZE_LIMIT_BY_KEY      0
+#define NGX_HTTP_MONETIZE_LIMIT_BY_ACCOUNT  1
+
+#define NGX_HTTP_MONETIZE_FAIL_LOCAL     0
+#define NGX_HTTP_MONETIZE_FAIL_CLOSED    1
 
 
 typedef struct {
@@ -24,6 +35,10 @@ typedef struct {
     uint64_t                         refund[10];    /* statuses 0..639 */
     ngx_flag_t                       refund_set;
     ngx_uint_t                       deny_log_level;
+    ngx_uint_t                       rate_limit;     /* off, local, redis */
+    ngx_uint_t                       rate_limit_key; /* key, account */
+    ngx_uint_t                       fail_mode;      /* local, closed */
+    ngx_flag_t                       quota;
 } ngx_http_monetize_gate_loc_conf_t;
 
 
@@ -34,6 +49,7 @@ typedef struct {
 
 typedef enum {
     NGX_HTTP_MONETIZE_GATE_FINDING = 1,
+    NGX_HTTP_MONETIZE_GATE_LIMITING,
     NGX_HTTP_MONETIZE_GATE_DEBITING,
     NGX_HTTP_MONETIZE_GATE_DECIDED
 } ngx_http_monetize_gate_state_e;
@@ -48,11 +64,16 @@ typedef struct {
     int64_t                          balance;
     ngx_str_t                        reference;
     ngx_http_monetize_debit_t       *debit;
+    ngx_http_monetize_limit_t        limit;
+    int64_t                          quota_left;    /* -1: unlimited */
+    time_t                           period_end;
     unsigned                         waited:1;      /* resume the phases */
     unsigned                         authenticated:1;
     unsigned                         balance_known:1;
     unsigned                         debited:1;
     unsigned                         refunded:1;
+    unsigned                         limited:1;     /* limit is known */
+    unsigned                         quota_known:1;
 } ngx_http_monetize_gate_ctx_t;
 
 

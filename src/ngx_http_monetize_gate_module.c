@@ -36,6 +36,28 @@ static char *ngx_http_monetize_refund_on(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_monetize_gate_init(ngx_conf_t *cf);
 
 
+static ngx_conf_enum_t  ngx_http_monetize_rate_limits[] = {
+    { ngx_string("off"), NGX_HTTP_MONETIZE_LIMIT_OFF },
+    { ngx_string("local"), NGX_HTTP_MONETIZE_LIMIT_LOCAL },
+    { ngx_string("redis"), NGX_HTTP_MONETIZE_LIMIT_REDIS },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_monetize_rate_limit_keys[] = {
+    { ngx_string("key"), NGX_HTTP_MONETIZE_LIMIT_BY_KEY },
+    { ngx_string("account"), NGX_HTTP_MONETIZE_LIMIT_BY_ACCOUNT },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_monetize_fail_modes[] = {
+    { ngx_string("local"), NGX_HTTP_MONETIZE_FAIL_LOCAL },
+    { ngx_string("closed"), NGX_HTTP_MONETIZE_FAIL_CLOSED },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_conf_enum_t  ngx_http_monetize_log_levels[] = {
     { ngx_string("info"), NGX_LOG_INFO },
     { ngx_string("notice"), NGX_LOG_NOTICE },
@@ -66,6 +88,34 @@ static ngx_command_t  ngx_http_monetize_gate_commands[] = {
       ngx_http_monetize_refund_on,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("monetize_rate_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_monetize_gate_loc_conf_t, rate_limit),
+      &ngx_http_monetize_rate_limits },
+
+    { ngx_string("monetize_rate_limit_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_monetize_gate_loc_conf_t, rate_limit_key),
+      &ngx_http_monetize_rate_limit_keys },
+
+    { ngx_string("monetize_fail_mode"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_monetize_gate_loc_conf_t, fail_mode),
+      &ngx_http_monetize_fail_modes },
+
+    { ngx_string("monetize_quota"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_monetize_gate_loc_conf_t, quota),
       NULL },
 
     { ngx_string("monetize_deny_log_level"),
@@ -137,8 +187,6 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_int_t
 ngx_http_monetize_gate_header_filter(ngx_http_request_t *r)
 {
-    u_char                        *p;
-    ngx_str_t                      value;
     ngx_http_monetize_gate_ctx_t  *ctx;
 
     if (r != r->main) {
@@ -147,20 +195,28 @@ ngx_http_monetize_gate_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_monetize_gate_get_ctx(r);
 
-    if (ctx == NULL || !ctx->balance_known) {
+    if (ctx == NULL) {
         return ngx_http_next_header_filter(r);
     }
 
-    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-    if (p == NULL) {
+    if (ctx->balance_known
+        && ngx_http_monetize_set_number(r, "X-Credits-Remaining",
+                                        ctx->balance)
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    value.data = p;
-    value.len = ngx_sprintf(p, "%L", ctx->balance) - p;
+    if (ctx->quota_known && ctx->quota_left >= 0
+        && ngx_http_monetize_set_number(r, "X-Quota-Remaining",
+                                        ctx->quota_left)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-    if (ngx_http_monetize_set_header(r, "X-Credits-Remaining", &value)
-        != NGX_OK)
+    if (ctx->limited
+        && ngx_http_monetize_rate_limit_headers(r, &ctx->limit) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -317,6 +373,10 @@ ngx_http_monetize_gate_create_loc_conf(ngx_conf_t *cf)
     glcf->cost = NGX_CONF_UNSET_PTR;
     glcf->refund_set = NGX_CONF_UNSET;
     glcf->deny_log_level = NGX_CONF_UNSET_UINT;
+    glcf->rate_limit = NGX_CONF_UNSET_UINT;
+    glcf->rate_limit_key = NGX_CONF_UNSET_UINT;
+    glcf->fail_mode = NGX_CONF_UNSET_UINT;
+    glcf->quota = NGX_CONF_UNSET;
 
     return glcf;
 }
@@ -333,6 +393,13 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_ptr_value(conf->cost, prev->cost, NULL);
     ngx_conf_merge_uint_value(conf->deny_log_level, prev->deny_log_level,
                               NGX_LOG_INFO);
+    ngx_conf_merge_uint_value(conf->rate_limit, prev->rate_limit,
+                              NGX_HTTP_MONETIZE_LIMIT_OFF);
+    ngx_conf_merge_uint_value(conf->rate_limit_key, prev->rate_limit_key,
+                              NGX_HTTP_MONETIZE_LIMIT_BY_KEY);
+    ngx_conf_merge_uint_value(conf->fail_mode, prev->fail_mode,
+                              NGX_HTTP_MONETIZE_FAIL_LOCAL);
+    ngx_conf_merge_value(conf->quota, prev->quota, 0);
 
     if (conf->refund_set == NGX_CONF_UNSET) {
         conf->refund_set = prev->refund_set;

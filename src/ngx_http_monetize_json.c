@@ -165,6 +165,113 @@ ngx_http_monetize_send_insufficient(ngx_http_request_t *r, int64_t cost,
 }
 
 
+/* 429 rate_limited: when to come back (the RateLimit-* are the caller's) */
+
+ngx_int_t
+ngx_http_monetize_send_rate_limited(ngx_http_request_t *r,
+    ngx_http_monetize_limit_t *lim)
+{
+    if (ngx_http_monetize_set_number(r, "Retry-After",
+                                     ngx_max((lim->retry_after + 999) / 1000,
+                                             1))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_monetize_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                        "rate_limited",
+                                        "too many calls; try again in %lu "
+                                        "ms", (unsigned long) lim->retry_after);
+}
+
+
+/*
+ * 429 quota_exceeded: the plan's calls of this period are spent and the
+ * balance cannot pay; the quota renews at the period's end.
+ */
+
+ngx_int_t
+ngx_http_monetize_send_quota_exceeded(ngx_http_request_t *r,
+    time_t period_end, int64_t balance)
+{
+    json_t                         *body, *error;
+    ngx_str_t                       url;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    if (ngx_http_complex_value(r, mcf->top_up_url, &url) != NGX_OK
+        || ngx_http_monetize_set_number(r, "Retry-After",
+                                        ngx_max(period_end - ngx_time(), 1))
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body = ngx_http_monetize_error_body("quota_exceeded",
+                                        "the plan's calls of this period are "
+                                        "spent, and the balance (%lld) "
+                                        "cannot pay this call",
+                                        (long long) balance);
+    error = json_object_get(body, "error");
+
+    if (body == NULL
+        || json_object_set_new(error, "balance", json_integer(balance))
+        || json_object_set_new(error, "top_up_url",
+                               json_stringn((char *) url.data, url.len))
+        || json_object_set_new(error, "quota_resets_at",
+                               json_integer(period_end)))
+    {
+        json_decref(body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_monetize_send_json(r, NGX_HTTP_TOO_MANY_REQUESTS, body);
+}
+
+
+/* RateLimit-Limit, -Remaining, -Reset (seconds, rounded up) */
+
+ngx_int_t
+ngx_http_monetize_rate_limit_headers(ngx_http_request_t *r,
+    ngx_http_monetize_limit_t *lim)
+{
+    if (ngx_http_monetize_set_number(r, "RateLimit-Limit", lim->limit)
+        != NGX_OK
+        || ngx_http_monetize_set_number(r, "RateLimit-Remaining",
+                                        lim->remaining)
+           != NGX_OK
+        || ngx_http_monetize_set_number(r, "RateLimit-Reset",
+                                        (lim->reset + 999) / 1000)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_monetize_set_number(ngx_http_request_t *r, const char *name,
+    int64_t n)
+{
+    u_char     *p;
+    ngx_str_t   value;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    value.data = p;
+    value.len = ngx_sprintf(p, "%L", n) - p;
+
+    return ngx_http_monetize_set_header(r, name, &value);
+}
+
+
 ngx_int_t
 ngx_http_monetize_set_header(ngx_http_request_t *r, const char *name,
     ngx_str_t *value)

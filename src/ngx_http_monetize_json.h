@@ -14,6 +14,8 @@
 
 #include <jansson.h>
 
+#include "ngx_http_monetize_limit.h"
+
 
 /* statuses of the contract that nginx has no name for */
 #define NGX_HTTP_MONETIZE_PAYMENT_REQUIRED  402
@@ -30,6 +32,14 @@ ngx_int_t ngx_http_monetize_send_error(ngx_http_request_t *r,
     __attribute__((format(printf, 4, 5)));
 ngx_int_t ngx_http_monetize_send_insufficient(ngx_http_request_t *r,
     int64_t cost, int64_t balance);
+ngx_int_t ngx_http_monetize_send_rate_limited(ngx_http_request_t *r,
+    ngx_http_monetize_limit_t *lim);
+ngx_int_t ngx_http_monetize_send_quota_exceeded(ngx_http_request_t *r,
+    time_t period_end, int64_t balance);
+ngx_int_t ngx_http_monetize_rate_limit_headers(ngx_http_request_t *r,
+    ngx_http_monetize_limit_t *lim);
+ngx_int_t ngx_http_monetize_set_number(ngx_http_request_t *r,
+    const char *name, int64_t n);
 ngx_int_t ngx_http_monetize_set_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 

@@ -43,14 +43,12 @@ static const char  ngx_http_monetize_keystore_sql[] =
     "SELECT k.id, k.user_id, k.revoked_at IS NOT NULL,"
     "       coalesce(extract(epoch FROM k.expires_at)::bigint, 0),"
     "       u.suspended_at IS NOT NULL, coalesce(b.balance, 0),"
-    "       coalesce((SELECT s.plan_id FROM subscriptions s"
-    "                  WHERE s.user_id = u.id"
-    "                    AND s.status IN ('active', 'trialing', 'past_due')"
-    "                  ORDER BY s.current_period_end DESC NULLS LAST"
-    "                  LIMIT 1), 'free')"
+    "       p.id, p.rate_limit_rps, p.rate_limit_burst"
     "  FROM api_keys k"
     "  JOIN users u ON u.id = k.user_id"
     "  LEFT JOIN balances b ON b.user_id = k.user_id"
+    "  LEFT JOIN plans p ON p.id = (SELECT plan_id"
+    "                                 FROM monetize_plan_of(k.user_id))"
     " WHERE k.key_hash = $1";
 
 
@@ -109,7 +107,7 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
 {
     ngx_http_monetize_keystore_ctx_t *kc = q->data;
 
-    int64_t                          expires;
+    int64_t                          expires, rate, burst;
     ngx_str_t                        value;
     ngx_http_request_t              *r;
     ngx_http_monetize_key_info_t    *info;
@@ -148,17 +146,22 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
             || ngx_http_monetize_keystore_copy(info->plan,
                                                NGX_HTTP_MONETIZE_PLAN_LEN,
                                                &value, &info->plan_len)
-               != NGX_OK)
+               != NGX_OK
+            || ngx_http_monetize_pg_get_int(q, 0, 7, &rate) != NGX_OK
+            || ngx_http_monetize_pg_get_int(q, 0, 8, &burst) != NGX_OK)
         {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "monetize: an api_keys row does not fit the "
-                          "gate's cache (ids must be UUIDs, plan ids at "
-                          "most %d bytes)", NGX_HTTP_MONETIZE_PLAN_LEN);
+                          "monetize: an API key or its plan does not fit "
+                          "the gate (ids must be UUIDs; the plan must "
+                          "exist, with an id of at most %d bytes)",
+                          NGX_HTTP_MONETIZE_PLAN_LEN);
             kc->handler(r, NGX_ERROR);
             return;
         }
 
         info->expires_at = (time_t) expires;
+        info->rate = (int32_t) ngx_max(ngx_min(rate, INT32_MAX), INT32_MIN);
+        info->burst = (int32_t) ngx_max(ngx_min(burst, INT32_MAX), INT32_MIN);
 
         (void) ngx_http_monetize_pg_get_str(q, 0, 2, &value);
         info->revoked = (value.data[0] == 't');
@@ -202,7 +205,8 @@ ngx_http_monetize_keystore_listen(ngx_http_monetize_main_conf_t *mcf)
 
     (void) ngx_http_monetize_pg_listen(mcf->pg,
                                        "LISTEN monetize_keys;"
-                                       "LISTEN monetize_users",
+                                       "LISTEN monetize_users;"
+                                       "LISTEN monetize_plans",
                                        ngx_http_monetize_keystore_notify,
                                        mcf);
 }
@@ -219,8 +223,11 @@ ngx_http_monetize_keystore_notify(void *data, const char *channel,
     ngx_int_t   n;
     ngx_uint_t  i;
 
-    if (channel == NULL) {
+    /* a (re)subscription, or a plan changed: every key's plan may have */
+
+    if (channel == NULL || ngx_strcmp(channel, "monetize_plans") == 0) {
         ngx_http_monetize_cache_flush(mcf->cache);
+        mcf->plans_version++;
         return;
     }
 

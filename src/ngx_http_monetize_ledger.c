@@ -40,7 +40,7 @@ struct ngx_http_monetize_batch_s {
     ngx_uint_t                         n;
     ngx_http_monetize_debit_t        **items;    /* NULL: its owner left */
     ngx_str_t                         *refs;
-    ngx_str_t                          params[4];
+    ngx_str_t                          params[5];
     ngx_uint_t                         tries;
 };
 
@@ -83,8 +83,21 @@ static void ngx_http_monetize_refund_done(ngx_http_monetize_pg_query_t *q);
 
 
 static const char  ngx_http_monetize_debit_sql[] =
-    "SELECT idx, admitted, balance"
-    "  FROM monetize_debit($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])";
+    "SELECT idx, outcome, balance, quota_remaining, period_end"
+    "  FROM monetize_debit($1::uuid[], $2::uuid[], $3::bigint[], $4::text[],"
+    "                      $5::boolean[])";
+
+
+static struct {
+    ngx_str_t                          outcome;
+    ngx_http_monetize_debit_status_e   status;
+} ngx_http_monetize_outcomes[] = {
+    { ngx_string("credits"), NGX_HTTP_MONETIZE_DEBIT_ADMITTED },
+    { ngx_string("quota"), NGX_HTTP_MONETIZE_DEBIT_INCLUDED },
+    { ngx_string("insufficient_credits"), NGX_HTTP_MONETIZE_DEBIT_REFUSED },
+    { ngx_string("quota_exceeded"), NGX_HTTP_MONETIZE_DEBIT_QUOTA_EXCEEDED },
+    { ngx_null_string, NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE }
+};
 
 static const char  ngx_http_monetize_refund_sql[] =
     "SELECT count(*) FILTER (WHERE applied)"
@@ -163,7 +176,7 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     ngx_uint_t                  i, n;
     ngx_pool_t                 *pool;
     ngx_queue_t                *q;
-    ngx_str_t                  *users, *keys, *costs;
+    ngx_str_t                  *users, *keys, *costs, *quotas;
     ngx_http_monetize_batch_t  *b;
     ngx_http_monetize_debit_t  *d;
 
@@ -190,10 +203,11 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     users = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     keys = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     costs = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
+    quotas = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     p = ngx_pnalloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * NGX_INT64_LEN);
 
     if (b->items == NULL || b->refs == NULL || users == NULL || keys == NULL
-        || costs == NULL || p == NULL)
+        || costs == NULL || quotas == NULL || p == NULL)
     {
         ngx_destroy_pool(pool);
         goto failed;
@@ -218,6 +232,13 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
         p = ngx_sprintf(p, "%L", d->cost);
         costs[n].len = p - costs[n].data;
 
+        if (d->quota) {
+            ngx_str_set(&quotas[n], "t");
+
+        } else {
+            ngx_str_set(&quotas[n], "f");
+        }
+
         /* the references outlive the calls: a lost batch is voided */
         b->refs[n].len = d->reference.len;
         b->refs[n].data = ngx_pstrdup(pool, &d->reference);
@@ -233,8 +254,9 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     b->params[1].data = ngx_http_monetize_pg_array(pool, keys, n, 0);
     b->params[2].data = ngx_http_monetize_pg_array(pool, costs, n, 0);
     b->params[3].data = ngx_http_monetize_pg_array(pool, b->refs, n, 1);
+    b->params[4].data = ngx_http_monetize_pg_array(pool, quotas, n, 0);
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         if (b->params[i].data == NULL) {
             goto batch_failed;
         }
@@ -271,12 +293,12 @@ ngx_http_monetize_batch_send(ngx_http_monetize_batch_t *b)
     ngx_uint_t                     i;
     ngx_http_monetize_pg_query_t  *q;
 
-    q = ngx_http_monetize_pg_query_create(b->pool, 4);
+    q = ngx_http_monetize_pg_query_create(b->pool, 5);
     if (q == NULL) {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         q->params[i] = (const char *) b->params[i].data;
     }
 
@@ -325,8 +347,9 @@ ngx_http_monetize_batch_answer(ngx_http_monetize_batch_t *b,
     ngx_http_monetize_pg_query_t *q)
 {
     int                          row, rows;
-    int64_t                      idx, balance;
-    ngx_str_t                    admitted;
+    int64_t                      idx, balance, left, end;
+    ngx_str_t                    outcome;
+    ngx_uint_t                   i;
     ngx_http_monetize_debit_t   *d;
     ngx_http_monetize_ledger_t  *ledger;
 
@@ -336,7 +359,7 @@ ngx_http_monetize_batch_answer(ngx_http_monetize_batch_t *b,
     for (row = 0; row < rows; row++) {
 
         if (ngx_http_monetize_pg_get_int(q, row, 0, &idx) != NGX_OK
-            || ngx_http_monetize_pg_get_str(q, row, 1, &admitted) != NGX_OK
+            || ngx_http_monetize_pg_get_str(q, row, 1, &outcome) != NGX_OK
             || ngx_http_monetize_pg_get_int(q, row, 2, &balance) != NGX_OK
             || idx < 1 || idx > (int64_t) b->n)
         {
@@ -351,13 +374,31 @@ ngx_http_monetize_batch_answer(ngx_http_monetize_batch_t *b,
             continue;
         }
 
+        for (i = 0; ngx_http_monetize_outcomes[i].outcome.len; i++) {
+            if (outcome.len == ngx_http_monetize_outcomes[i].outcome.len
+                && ngx_strncmp(outcome.data,
+                               ngx_http_monetize_outcomes[i].outcome.data,
+                               outcome.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (ngx_http_monetize_pg_get_int(q, row, 3, &left) != NGX_OK) {
+            left = -1;
+        }
+
+        if (ngx_http_monetize_pg_get_int(q, row, 4, &end) != NGX_OK) {
+            end = 0;
+        }
+
         b->items[idx - 1] = NULL;
         d->slot = NULL;
         d->done = 1;
-        d->status = (admitted.data[0] == 't')
-                    ? NGX_HTTP_MONETIZE_DEBIT_ADMITTED
-                    : NGX_HTTP_MONETIZE_DEBIT_REFUSED;
+        d->status = ngx_http_monetize_outcomes[i].status;
         d->balance = balance;
+        d->quota_left = left;
+        d->period_end = (time_t) end;
 
         d->handler(d);
     }

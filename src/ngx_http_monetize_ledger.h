@@ -23,8 +23,10 @@ typedef void (*ngx_http_monetize_debit_pt)(ngx_http_monetize_debit_t *d);
 
 
 typedef enum {
-    NGX_HTTP_MONETIZE_DEBIT_ADMITTED = 0,
+    NGX_HTTP_MONETIZE_DEBIT_ADMITTED = 0,   /* paid with credits */
+    NGX_HTTP_MONETIZE_DEBIT_INCLUDED,       /* covered by the plan's quota */
     NGX_HTTP_MONETIZE_DEBIT_REFUSED,        /* the balance cannot pay */
+    NGX_HTTP_MONETIZE_DEBIT_QUOTA_EXCEEDED, /* nor the quota, nor credits */
     NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE     /* not debited (or voided) */
 } ngx_http_monetize_debit_status_e;
 
@@ -40,11 +42,14 @@ struct ngx_http_monetize_debit_s {
     ngx_str_t                          key_id;
     ngx_str_t                          reference;
     int64_t                            cost;
+    ngx_uint_t                         quota;     /* the plan's calls first */
     ngx_http_monetize_debit_pt         handler;
     void                              *data;
 
     ngx_http_monetize_debit_status_e   status;
     int64_t                            balance;
+    int64_t                            quota_left;    /* -1: unlimited */
+    time_t                             period_end;    /* of the quota */
 
     /* private to the ledger */
     ngx_queue_t                        queue;

@@ -16,18 +16,18 @@
  * the theoretical arrival time (TAT) of its next call, in microseconds.
  * A call may pass while it is no earlier than TAT - tau, where tau lets
  * "burst" calls come at once; each call passing pushes TAT on by the
- * emission interval T = 1s / rate. The Redis store runs the same arithmetic
+ * emission interval T (1s / rate). The Redis store runs the same arithmetic
  * in a script (ngx_http_monetize_redis.c), on Redis's clock.
  */
 
 
 void
-ngx_http_monetize_gcra(int64_t *tat, int64_t now, ngx_uint_t rate,
+ngx_http_monetize_gcra(int64_t *tat, int64_t now, int64_t interval,
     ngx_uint_t burst, ngx_http_monetize_limit_t *lim)
 {
     int64_t  t, tau, at, next;
 
-    t = 1000000 / rate;
+    t = interval;
     tau = (int64_t) (burst - 1) * t;
     at = ngx_max(*tat, now);
 
@@ -55,7 +55,7 @@ ngx_http_monetize_gcra(int64_t *tat, int64_t now, ngx_uint_t rate,
 
 ngx_int_t
 ngx_http_monetize_limit_local(ngx_http_monetize_shm_t *zone, ngx_str_t *key,
-    ngx_uint_t rate, ngx_uint_t burst, ngx_http_monetize_limit_t *lim)
+    int64_t interval, ngx_uint_t burst, ngx_http_monetize_limit_t *lim)
 {
     int64_t                         now, tat;
     ngx_time_t                     *tp;
@@ -81,7 +81,7 @@ ngx_http_monetize_limit_local(ngx_http_monetize_shm_t *zone, ngx_str_t *key,
     }
 
     ngx_memcpy(&tat, e->value, sizeof(int64_t));
-    ngx_http_monetize_gcra(&tat, now, rate, burst, lim);
+    ngx_http_monetize_gcra(&tat, now, interval, burst, lim);
     ngx_memcpy(e->value, &tat, sizeof(int64_t));
 
     ngx_http_monetize_shm_unlock(zone);

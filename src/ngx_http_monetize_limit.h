@@ -31,10 +31,11 @@ typedef struct {
 } ngx_http_monetize_limit_t;
 
 
-void ngx_http_monetize_gcra(int64_t *tat, int64_t now, ngx_uint_t rate,
+/* "interval": microseconds between calls at the limit's rate */
+void ngx_http_monetize_gcra(int64_t *tat, int64_t now, int64_t interval,
     ngx_uint_t burst, ngx_http_monetize_limit_t *lim);
 ngx_int_t ngx_http_monetize_limit_local(ngx_http_monetize_shm_t *zone,
-    ngx_str_t *key, ngx_uint_t rate, ngx_uint_t burst,
+    ngx_str_t *key, int64_t interval, ngx_uint_t burst,
     ngx_http_monetize_limit_t *lim);
 
 

@@ -32,6 +32,10 @@ static char *ngx_http_monetize_key_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_monetize_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_monetize_limits(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_monetize_api_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_monetize_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -64,6 +68,20 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
     { ngx_string("monetize_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_monetize_cache,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_limits"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_limits,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_api_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_monetize_api_limit,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -217,6 +235,7 @@ ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
      */
 
     mcf->signup_credits = NGX_CONF_UNSET;
+    mcf->api_limit = NGX_CONF_UNSET;
     mcf->bcrypt_cost = NGX_CONF_UNSET;
     mcf->max_body_size = NGX_CONF_UNSET_SIZE;
 
@@ -231,7 +250,7 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
 
     u_char                            *p, *last;
     const char                        *user;
-    ngx_str_t                          top_up;
+    ngx_str_t                          top_up, name;
     ngx_http_compile_complex_value_t   ccv;
 
     ngx_str_set(&top_up, "$scheme://$host/v1/purchase_credits");
@@ -304,6 +323,23 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_OK;
     }
 
+    /* 10 calls a minute a client address, 5 at once, on public endpoints */
+    if (mcf->api_limit == NGX_CONF_UNSET) {
+        mcf->api_limit = 6000000;
+        mcf->api_limit_burst = 5;
+    }
+
+    if (mcf->limits == NULL) {
+        ngx_str_set(&name, "monetize_limits");
+
+        mcf->limits = ngx_http_monetize_shm_add(cf, &name, 1024 * 1024,
+                                                sizeof(int64_t),
+                                                "monetize_limits");
+        if (mcf->limits == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     user = mcf->api_used ? "monetize_api" : "monetize_gate";
 
     if (mcf->pg == NULL) {
@@ -342,6 +378,122 @@ ngx_http_monetize_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     return ngx_http_monetize_cache_conf(cf, cf->args->elts, cf->args->nelts,
                                         &mcf->cache);
+}
+
+
+/* monetize_limits zone=NAME:SIZE: where node-local rate limits are kept */
+
+static char *
+ngx_http_monetize_limits(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_monetize_main_conf_t *mcf = conf;
+
+    u_char     *p;
+    ssize_t     size;
+    ngx_str_t  *value, name, s;
+
+    if (mcf->limits) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "zone=", 5) != 0) {
+        goto invalid;
+    }
+
+    name.data = value[1].data + 5;
+    p = ngx_strlchr(name.data, value[1].data + value[1].len, ':');
+
+    if (p == NULL) {
+        goto invalid;
+    }
+
+    name.len = p - name.data;
+    s.data = p + 1;
+    s.len = value[1].data + value[1].len - s.data;
+
+    size = ngx_parse_size(&s);
+
+    if (name.len == 0 || size == NGX_ERROR) {
+        goto invalid;
+    }
+
+    mcf->limits = ngx_http_monetize_shm_add(cf, &name, size, sizeof(int64_t),
+                                            "monetize_limits");
+
+    return mcf->limits ? NGX_CONF_OK : NGX_CONF_ERROR;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "monetize_limits: invalid \"%V\", give "
+                       "zone=NAME:SIZE", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* monetize_api_limit off | RATE [burst=N], RATE as 10r/m or 2r/s */
+
+static char *
+ngx_http_monetize_api_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_monetize_main_conf_t *mcf = conf;
+
+    size_t      len;
+    ngx_int_t   rate, burst, scale;
+    ngx_str_t  *value;
+
+    if (mcf->api_limit != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0 && cf->args->nelts == 2) {
+        mcf->api_limit = 0;
+        return NGX_CONF_OK;
+    }
+
+    len = value[1].len;
+    scale = 0;
+
+    if (len > 3 && ngx_strncmp(value[1].data + len - 3, "r/s", 3) == 0) {
+        scale = 1;
+
+    } else if (len > 3 && ngx_strncmp(value[1].data + len - 3, "r/m", 3) == 0)
+    {
+        scale = 60;
+    }
+
+    rate = scale ? ngx_atoi(value[1].data, len - 3) : NGX_ERROR;
+
+    if (rate <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_api_limit: invalid rate \"%V\", give "
+                           "\"off\" or a rate such as 10r/m or 2r/s",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    burst = 5;
+
+    if (cf->args->nelts == 3) {
+        burst = (ngx_strncmp(value[2].data, "burst=", 6) == 0)
+                ? ngx_atoi(value[2].data + 6, value[2].len - 6) : NGX_ERROR;
+
+        if (burst <= 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "monetize_api_limit: invalid \"%V\", give "
+                               "burst=N with N above 0", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    mcf->api_limit = (int64_t) scale * 1000000 / rate;
+    mcf->api_limit_burst = burst;
+
+    return NGX_CONF_OK;
 }
 
 

@@ -140,3 +140,12 @@ ngx_http_monetize_pg_notifies(ngx_http_monetize_pg_conn_t *pc)
         PQfreemem(n);
     }
 }
+
+
+/* Is every change heard now? */
+
+ngx_uint_t
+ngx_http_monetize_pg_listening(ngx_http_monetize_pg_pool_t *pool)
+{
+    return pool->initialized && pool->listener.subscribed;
+}

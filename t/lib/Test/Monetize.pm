@@ -46,6 +46,9 @@ Each block is one subtest.
   log_level             error_log level (default info)
   postgres              replaces the whole monetize_postgres line
   key_secret            replaces the whole monetize_key_secret line
+  api_limit             replaces the whole monetize_api_limit line; by
+                        default "monetize_api_limit off;", since every test
+                        calls from 127.0.0.1
   no_monetize           no load_module, monetize_postgres nor
                         monetize_key_secret lines (stock nginx only)
   request               "METHOD /path [HTTP/1.x]"; the lines below it are
@@ -119,7 +122,8 @@ file started are stopped then, even when the test dies.
 
   my $ngx = Test::Monetize::Nginx->start(config => ..., http_config => ...,
       main_config => ..., workers => 2, log_level => 'debug',
-      no_monetize => 1, postgres => ..., key_secret => ..., port => ...);
+      no_monetize => 1, postgres => ..., key_secret => ..., api_limit => ...,
+      port => ...);
   my $res = $ngx->request('POST', '/v1/register',
       headers => {...} or [name => value, ...], body => '...' or
       json => {...}, timeout => 10, protocol => 'HTTP/1.0', raw => $bytes);
@@ -551,7 +555,8 @@ sub _subst {
 
 
 # nginx.conf for %o (main_config, http_config, config, workers, log_level,
-# postgres, key_secret, no_monetize); port and prefix are required.
+# postgres, key_secret, api_limit, no_monetize); port and prefix are
+# required.
 sub _conf_text {
     my (%o) = @_;
     my $ctx = { port => $o{port}, prefix => $o{prefix} };
@@ -569,8 +574,9 @@ sub _conf_text {
             _env('MONETIZE_PG_USER'));
         my $ks = $o{key_secret}
                  // 'monetize_key_secret env:MONETIZE_KEY_SECRET;';
-        chomp($pg, $ks);
-        $monetize = "    $pg\n    $ks\n";
+        my $al = $o{api_limit} // 'monetize_api_limit off;';
+        chomp($pg, $ks, $al);
+        $monetize = "    $pg\n    $ks\n    $al\n";
     }
 
     my $workers = $o{workers} // 1;
@@ -806,6 +812,7 @@ sub json_match {
 
 my %Sections = map { $_ => 1 } qw(
     main_config http_config config workers log_level postgres key_secret
+    api_limit
     no_monetize request more_headers timeout error_code response_body
     response_body_like response_headers response_headers_like response_json
     sql sql_result error_log no_error_log must_die ONLY SKIP LAST
@@ -951,7 +958,7 @@ sub _run_block {
 
     my %conf = map { exists $v{$_} ? ($_ => $v{$_}) : () }
         qw(main_config http_config config workers log_level postgres
-           key_secret);
+           key_secret api_limit);
     $conf{no_monetize} = 1 if exists $v{no_monetize};
 
     if (exists $v{must_die}) {
