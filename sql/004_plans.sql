@@ -101,6 +101,11 @@ BEGIN
 
     FOR v_user IN SELECT DISTINCT u FROM unnest(p_users) AS u ORDER BY u
     LOOP
+        -- the account's lock, for its balance and its quota alike: the row
+        -- must exist to be locked
+        INSERT INTO balances (user_id) VALUES (v_user)
+            ON CONFLICT ON CONSTRAINT balances_pkey DO NOTHING;
+
         SELECT b.balance INTO v_balance FROM balances b
          WHERE b.user_id = v_user FOR UPDATE;
 

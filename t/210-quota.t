@@ -1,0 +1,119 @@
+# Monthly quotas, where a location enforces them (monetize_quota on): the
+# plan's included calls first, then prepaid credits, then 429
+# quota_exceeded until the period ends. Counted in PostgreSQL, in the
+# transaction of the debits: exact under concurrency, on every node.
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Monetize;
+use Digest::SHA qw(hmac_sha256_hex);
+
+my $n = 0;
+
+sub account {
+    my (%o) = @_;
+    $n++;
+    my ($user) = map { $_->[0] } Test::Monetize::psql(
+        "INSERT INTO users (email, password_hash) VALUES (\$1, 'x')"
+        . " RETURNING id", "quota$n\@example.com");
+    my $key = sprintf 'sk_live_%s%016d', 'Q' x 16, $n;
+    Test::Monetize::psql(
+        "INSERT INTO api_keys (user_id, key_hash, prefix)"
+        . " VALUES (\$1, \$2, 'p')",
+        $user, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}));
+    Test::Monetize::psql("SELECT monetize_credit(\$1, \$2, 'admin', \$3)",
+                         $user, $o{credits}, "grant$n")
+        if $o{credits};
+    return ($user, $key);
+}
+
+my $ngx = Test::Monetize::Nginx->start(
+    workers => 2,
+    http_config => 'monetize_cache zone=keys:1m;',
+    config => <<'CONF');
+    location /api/ {
+        monetize_gate on;
+        monetize_quota on;
+        proxy_pass http://127.0.0.1:$server_port/backend/;
+    }
+    location /backend/ { return 200 "ok\n"; }
+CONF
+
+sub calls {
+    my ($key, $count) = @_;
+    return $ngx->parallel([map {
+        [GET => "/api/$_", headers => {'X-API-Key' => $key}]
+    } 1 .. $count], concurrency => 30);
+}
+
+# --- a free account: 100 calls a month, no credits --------------------------
+
+my ($user, $key) = account();
+my @res = calls($key, 150);
+my %status;
+$status{$_->{status}}++ for @res;
+is_deeply \%status, {200 => 100, 429 => 50},
+    'a free account: exactly 100 calls pass under concurrency, then 429';
+
+my ($over) = grep { $_->{status} == 429 } @res;
+is $over->{json}{error}{code}, 'quota_exceeded', '... quota_exceeded';
+my ($to_month_end) = Test::Monetize::psql(
+    "SELECT extract(epoch FROM date_trunc('month', now() AT TIME ZONE 'UTC')"
+    . " + interval '1 month' - (now() AT TIME ZONE 'UTC'))::bigint");
+cmp_ok abs($over->{headers}{'retry-after'} - $to_month_end->[0]), '<=', 2,
+    '... with Retry-After to the end of the calendar month';
+is $over->{headers}{'x-quota-remaining'}, 0, '... and X-Quota-Remaining: 0';
+is $over->{json}{error}{balance}, 0, '... and the balance, 0';
+
+my @left = sort { $a <=> $b } map { $_->{headers}{'x-quota-remaining'} }
+           grep { $_->{status} == 200 } @res;
+is_deeply \@left, [0 .. 99], 'each call that passed saw what was left';
+
+my ($counted) = Test::Monetize::psql(
+    "SELECT calls FROM quota_usage WHERE user_id = \$1", $user);
+is $counted->[0], 100, 'the period counts 100 calls';
+my ($debits) = Test::Monetize::psql(
+    "SELECT count(*) FROM credit_ledger WHERE user_id = \$1", $user);
+is $debits->[0], 0, 'included calls charge no credits';
+
+# --- a plan change takes effect on the next call -----------------------------
+
+Test::Monetize::psql(
+    "INSERT INTO subscriptions (user_id, plan_id, status,"
+    . "                         current_period_start, current_period_end)"
+    . " VALUES (\$1, 'starter', 'active', now(), now() + interval '30 days')",
+    $user);
+my $next = $ngx->request('GET', '/api/next', headers => {'X-API-Key' => $key});
+is_deeply [$next->{status}, $next->{headers}{'x-quota-remaining'}],
+    [200, 9999], 'after upgrading to starter: the next call passes, 9,999 left';
+
+# --- the plan's calls first, then credits -----------------------------------
+
+my ($user2, $key2) = account(credits => 30);
+@res = calls($key2, 150);
+%status = ();
+$status{$_->{status}}++ for @res;
+is_deeply \%status, {200 => 130, 429 => 20},
+    '100 included calls, 30 paid with credits, then 429';
+
+my ($ledger) = Test::Monetize::psql(
+    "SELECT count(*) FILTER (WHERE kind = 'debit'), sum(delta),"
+    . "       (SELECT balance FROM balances WHERE user_id = \$1)"
+    . "  FROM credit_ledger WHERE user_id = \$1", $user2);
+is_deeply $ledger, [30, 0, 0],
+    'the ledger: 30 debits; its entries sum to the balance, 0';
+
+# --- an unlimited plan -------------------------------------------------------
+
+my ($user3, $key3) = account();
+Test::Monetize::psql(
+    "INSERT INTO subscriptions (user_id, plan_id, status)"
+    . " VALUES (\$1, 'enterprise', 'active')", $user3);
+@res = calls($key3, 50);
+is scalar(grep { $_->{status} == 200 } @res), 50,
+    'enterprise: unlimited calls included';
+ok !defined $res[0]{headers}{'x-quota-remaining'},
+    '... and no X-Quota-Remaining, there being no number to tell';
+
+done_testing;
