@@ -44,8 +44,10 @@ ngx_http_monetize_gcra(int64_t *tat, int64_t now, int64_t interval,
     next = at + t;
     *tat = next;
 
+    /* now + tau - at >= 0 here: the division floors, as it must */
+
     lim->allowed = 1;
-    lim->remaining = (ngx_uint_t) ((now + tau - next) / t + 1);
+    lim->remaining = (ngx_uint_t) ((now + tau - at) / t);
     lim->reset = (ngx_msec_t) ((next - now + 999) / 1000);
     lim->retry_after = 0;
 }
