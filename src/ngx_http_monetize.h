@@ -20,6 +20,7 @@
 #include "ngx_http_monetize_cache.h"
 #include "ngx_http_monetize_ledger.h"
 #include "ngx_http_monetize_meter.h"
+#include "ngx_http_monetize_redis.h"
 
 
 typedef struct {
@@ -27,6 +28,7 @@ typedef struct {
     ngx_http_monetize_cache_t    *cache;
     ngx_http_monetize_ledger_t   *ledger;
     ngx_http_monetize_meter_t    *meter;
+    ngx_http_monetize_redis_t    *redis;
     ngx_str_t                     key_secret;
     ngx_str_t                     key_prefix;
     ngx_int_t                     signup_credits;
