@@ -21,6 +21,7 @@
 #include "ngx_http_monetize_cache.h"
 #include "ngx_http_monetize_ledger.h"
 #include "ngx_http_monetize_meter.h"
+#include "ngx_http_monetize_redis.h"
 
 
 typedef struct {
@@ -31,6 +32,7 @@ typedef struct {
     ngx_uint_t                    api_limit_burst;
     ngx_http_monetize_ledger_t   *ledger;
     ngx_http_monetize_meter_t    *meter;
+    ngx_http_monetize_redis_t    *redis;
     ngx_str_t                     key_secret;
     ngx_str_t                     key_prefix;
     ngx_int_t                     signup_credits;

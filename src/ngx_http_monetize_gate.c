@@ -12,6 +12,7 @@
 #include "ngx_http_monetize_json.h"
 #include "ngx_http_monetize_keys.h"
 #include "ngx_http_monetize_keystore.h"
+#include "ngx_http_monetize_redis.h"
 
 
 /*
@@ -39,6 +40,10 @@ static void ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
 static ngx_int_t ngx_http_monetize_gate_limit(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
 static ngx_int_t ngx_http_monetize_gate_limit_local(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+static void ngx_http_monetize_gate_limited(void *data, ngx_int_t rc,
+    ngx_http_monetize_limit_t *lim);
+static ngx_int_t ngx_http_monetize_gate_without_redis(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
 static ngx_int_t ngx_http_monetize_gate_bad_plan(ngx_http_request_t *r,
     ngx_http_monetize_key_info_t *info);
@@ -375,8 +380,13 @@ static ngx_int_t
 ngx_http_monetize_gate_limit(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx)
 {
+    u_char                             *p;
+    ngx_int_t                           rc;
+    ngx_str_t                          *key;
+    ngx_http_monetize_main_conf_t      *mcf;
     ngx_http_monetize_gate_loc_conf_t  *glcf;
 
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
     glcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_gate_module);
 
     if (glcf->rate_limit == NGX_HTTP_MONETIZE_LIMIT_OFF) {
@@ -387,40 +397,52 @@ ngx_http_monetize_gate_limit(ngx_http_request_t *r,
         return ngx_http_monetize_gate_bad_plan(r, &ctx->info);
     }
 
-    return ngx_http_monetize_gate_limit_local(r, ctx);
+    /* what is limited: the authenticated key, or its account, never input */
+
+    key = &ctx->limit_key;
+    key->len = sizeof("k:") - 1 + NGX_HTTP_MONETIZE_UUID_LEN;
+    key->data = ngx_pnalloc(r->pool, key->len);
+    if (key->data == NULL) {
+        return NGX_HTTP_MONETIZE_DENY_INTERNAL;
+    }
+
+    if (glcf->rate_limit_key == NGX_HTTP_MONETIZE_LIMIT_BY_ACCOUNT) {
+        p = ngx_cpymem(key->data, "a:", 2);
+        ngx_memcpy(p, ctx->info.user_id, NGX_HTTP_MONETIZE_UUID_LEN);
+
+    } else {
+        p = ngx_cpymem(key->data, "k:", 2);
+        ngx_memcpy(p, ctx->info.key_id, NGX_HTTP_MONETIZE_UUID_LEN);
+    }
+
+    if (glcf->rate_limit == NGX_HTTP_MONETIZE_LIMIT_LOCAL) {
+        return ngx_http_monetize_gate_limit_local(r, ctx);
+    }
+
+    rc = ngx_http_monetize_redis_limit(mcf->redis, r->pool, key,
+                                       ctx->info.rate, ctx->info.burst,
+                                       ngx_http_monetize_gate_limited, r);
+
+    if (rc == NGX_DECLINED) {
+        /* Redis is known to be down: decide without it, at once */
+        return ngx_http_monetize_gate_without_redis(r, ctx);
+    }
+
+    return (rc == NGX_ERROR) ? NGX_HTTP_MONETIZE_DENY_INTERNAL : rc;
 }
 
+
+/* The node's own limiter: NGX_OK, or the denial. */
 
 static ngx_int_t
 ngx_http_monetize_gate_limit_local(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx)
 {
-    u_char                             *p;
-    ngx_str_t                           key;
-    ngx_http_monetize_main_conf_t      *mcf;
-    ngx_http_monetize_gate_loc_conf_t  *glcf;
+    ngx_http_monetize_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
-    glcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_gate_module);
 
-    /* what is limited: the authenticated key, or its account, never input */
-
-    key.len = sizeof("k:") - 1 + NGX_HTTP_MONETIZE_UUID_LEN;
-    key.data = ngx_pnalloc(r->pool, key.len);
-    if (key.data == NULL) {
-        return NGX_HTTP_MONETIZE_DENY_INTERNAL;
-    }
-
-    if (glcf->rate_limit_key == NGX_HTTP_MONETIZE_LIMIT_BY_ACCOUNT) {
-        p = ngx_cpymem(key.data, "a:", 2);
-        ngx_memcpy(p, ctx->info.user_id, NGX_HTTP_MONETIZE_UUID_LEN);
-
-    } else {
-        p = ngx_cpymem(key.data, "k:", 2);
-        ngx_memcpy(p, ctx->info.key_id, NGX_HTTP_MONETIZE_UUID_LEN);
-    }
-
-    if (ngx_http_monetize_limit_local(mcf->limits, &key,
+    if (ngx_http_monetize_limit_local(mcf->limits, &ctx->limit_key,
                                       1000000 / ctx->info.rate,
                                       ctx->info.burst, &ctx->limit)
         != NGX_OK)
@@ -431,6 +453,61 @@ ngx_http_monetize_gate_limit_local(ngx_http_request_t *r,
     ctx->limited = 1;
 
     return ctx->limit.allowed ? NGX_OK : NGX_HTTP_MONETIZE_DENY_RATE_LIMITED;
+}
+
+
+/* Redis's answer, or its silence (rc NGX_ERROR: down, lost, too slow). */
+
+static void
+ngx_http_monetize_gate_limited(void *data, ngx_int_t rc,
+    ngx_http_monetize_limit_t *lim)
+{
+    ngx_http_request_t *r = data;
+
+    ngx_http_monetize_gate_ctx_t  *ctx;
+
+    ctx = ngx_http_monetize_gate_get_ctx(r);
+
+    if (rc == NGX_OK) {
+        ctx->limit = *lim;
+        ctx->limited = 1;
+        rc = lim->allowed ? NGX_OK : NGX_HTTP_MONETIZE_DENY_RATE_LIMITED;
+
+    } else {
+        rc = ngx_http_monetize_gate_without_redis(r, ctx);
+    }
+
+    if (rc == NGX_OK) {
+        ngx_http_monetize_gate_charge(r, ctx);
+
+    } else {
+        ngx_http_monetize_gate_decide(r, ctx, rc);
+    }
+
+    if (ctx->state == NGX_HTTP_MONETIZE_GATE_DECIDED) {
+        ngx_http_monetize_gate_resume(r, ctx);
+    }
+}
+
+
+/*
+ * monetize_fail_mode: without Redis, the node's own limiter holds the limit
+ * per node ("local"), or the call is refused ("closed").
+ */
+
+static ngx_int_t
+ngx_http_monetize_gate_without_redis(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx)
+{
+    ngx_http_monetize_gate_loc_conf_t  *glcf;
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_gate_module);
+
+    if (glcf->fail_mode == NGX_HTTP_MONETIZE_FAIL_CLOSED) {
+        return NGX_HTTP_MONETIZE_DENY_LIMITER_DOWN;
+    }
+
+    return ngx_http_monetize_gate_limit_local(r, ctx);
 }
 
 

@@ -65,6 +65,7 @@ typedef struct {
     ngx_str_t                        reference;
     ngx_http_monetize_debit_t       *debit;
     ngx_http_monetize_limit_t        limit;
+    ngx_str_t                        limit_key;     /* "k:<key id>" ... */
     int64_t                          quota_left;    /* -1: unlimited */
     time_t                           period_end;
     unsigned                         waited:1;      /* resume the phases */

@@ -389,6 +389,8 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_monetize_gate_loc_conf_t *prev = parent;
     ngx_http_monetize_gate_loc_conf_t *conf = child;
 
+    ngx_http_monetize_main_conf_t  *mcf;
+
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->cost, prev->cost, NULL);
     ngx_conf_merge_uint_value(conf->deny_log_level, prev->deny_log_level,
@@ -400,6 +402,17 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->fail_mode, prev->fail_mode,
                               NGX_HTTP_MONETIZE_FAIL_LOCAL);
     ngx_conf_merge_value(conf->quota, prev->quota, 0);
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_monetize_module);
+
+    if (conf->rate_limit == NGX_HTTP_MONETIZE_LIMIT_REDIS
+        && mcf->redis == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"monetize_rate_limit redis\" needs "
+                           "\"monetize_redis\" at http level");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->refund_set == NGX_CONF_UNSET) {
         conf->refund_set = prev->refund_set;

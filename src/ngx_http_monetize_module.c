@@ -36,6 +36,8 @@ static char *ngx_http_monetize_limits(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_monetize_api_limit(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_monetize_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_monetize_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -82,6 +84,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
     { ngx_string("monetize_api_limit"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_monetize_api_limit,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_monetize_redis,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -189,6 +198,10 @@ ngx_http_monetize_init_process(ngx_cycle_t *cycle)
         ngx_http_monetize_keystore_listen(mcf);
     }
 
+    if (mcf && mcf->redis) {
+        ngx_http_monetize_redis_init_process(mcf->redis);
+    }
+
     return NGX_OK;
 }
 
@@ -208,6 +221,10 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
 
     if (mcf && mcf->pg) {
         ngx_http_monetize_pg_pool_close(mcf->pg);
+    }
+
+    if (mcf && mcf->redis) {
+        ngx_http_monetize_redis_exit_process(mcf->redis);
     }
 }
 
@@ -494,6 +511,20 @@ ngx_http_monetize_api_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     mcf->api_limit_burst = burst;
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_monetize_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_monetize_main_conf_t *mcf = conf;
+
+    if (mcf->redis) {
+        return "is duplicate";
+    }
+
+    return ngx_http_monetize_redis_conf(cf, cf->args->elts, cf->args->nelts,
+                                        &mcf->redis);
 }
 
 

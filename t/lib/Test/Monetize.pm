@@ -111,6 +111,11 @@ file started are stopped then, even when the test dies.
   Test::Monetize::pg_stop(), pg_start()  stop/start the cluster that all
                                     test files share: a file that does this
                                     must not run beside others (prove -j)
+  my $redis = Test::Monetize::Redis->start(args => [...], auth => [...]);
+                                    # a private redis-server on a free port,
+                                    # for tests that stop or hang it:
+                                    # ->port, ->dir, ->pid, ->stop,
+                                    # ->restart, ->cli(@args)
   Test::Monetize::redis_cli(@args)  output (lines in list context); Redis
                                     too is shared: use keys of your own
   Test::Monetize::nginx_t(%conf)    (exit code, output) of nginx -t
@@ -1764,5 +1769,73 @@ sub stop {
     waitpid $pid, 0;
 }
 
+
+1;
+
+
+package Test::Monetize::Redis;
+
+# A private redis-server for a test that stops, hangs or restarts it: the
+# shared one (MONETIZE_REDIS_PORT) must never be stopped. Stopped at END.
+
+use strict;
+use warnings;
+
+my @Servers;
+
+sub start {
+    my ($class, %o) = @_;
+    my $self = bless { dir => $o{dir} // Test::Monetize::new_dir('redis'),
+                       port => $o{port} // Test::Monetize::free_port(),
+                       args => $o{args} // [], auth => $o{auth} // [] },
+                     $class;
+    push @Servers, $self;
+    $self->restart;
+    return $self;
+}
+
+sub restart {
+    my ($self) = @_;
+    system('redis-server', '--bind', '127.0.0.1', '--port', $self->{port},
+           '--dir', $self->{dir}, '--daemonize', 'yes',
+           '--pidfile', "$self->{dir}/redis.pid",
+           '--logfile', "$self->{dir}/redis.log",
+           '--save', '', '--appendonly', 'no', @{$self->{args}}) == 0
+        or die "redis-server did not start\n";
+    Test::Monetize::wait_until(10, sub { $self->pid && eval {
+        $self->cli(@{$self->{auth}}, 'PING') eq 'PONG' } })
+        or die "the private redis on $self->{port} does not answer\n";
+    return $self;
+}
+
+sub pid {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{dir}/redis.pid" or return undef;
+    my $pid = <$fh>;
+    return $pid && $pid =~ /(\d+)/ && kill(0, $1) ? $1 : undef;
+}
+
+sub stop {
+    my ($self) = @_;
+    my $pid = $self->pid or return;
+    kill 'CONT', $pid;
+    kill 'TERM', $pid;
+    Test::Monetize::wait_until(10, sub { !kill 0, $pid });
+}
+
+sub cli {
+    my ($self, @args) = @_;
+    open my $fh, '-|', 'redis-cli', '-h', '127.0.0.1', '-p', $self->{port},
+        @args or die "redis-cli: $!\n";
+    my $out = do { local $/; <$fh> } // '';
+    close $fh;
+    $out =~ s/\s+\z//;
+    return $out;
+}
+
+sub port { $_[0]{port} }
+sub dir { $_[0]{dir} }
+
+END { $_->stop for @Servers }
 
 1;
