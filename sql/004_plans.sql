@@ -66,11 +66,15 @@ $$;
 -- left, count it against the quota; else pay it with credits if the balance
 -- can; else refuse it (quota_exceeded where the quota applied, else
 -- insufficient_credits). One ledger row per call paid with credits.
+-- p_retry: the batch was sent before and its answer lost; the calls it
+-- already debited are admitted, not debited again (on a first send the
+-- references are new, and the ledger's unique reference would refuse a
+-- second debit anyway).
 DROP FUNCTION monetize_debit(uuid[], uuid[], bigint[], text[]);
 
 CREATE FUNCTION monetize_debit(p_users uuid[], p_keys uuid[],
                                p_costs bigint[], p_refs text[],
-                               p_quota boolean[])
+                               p_quota boolean[], p_retry boolean)
 RETURNS TABLE (idx integer, outcome text, balance bigint,
                quota_remaining bigint, period_end bigint)
 LANGUAGE plpgsql AS $$
@@ -95,19 +99,31 @@ BEGIN
         RETURN;
     END IF;
 
-    -- a retried batch: what was debited before is admitted, not again
-    SELECT coalesce(array_agg(l.reference), '{}') INTO v_done
-      FROM credit_ledger l WHERE l.reference = ANY (p_refs);
+    v_done := '{}';
+
+    -- "= ANY (array)" is planned at each call (EXECUTE): a plan cached
+    -- while the table was small would scan all of it ever after
+
+    IF p_retry THEN
+        EXECUTE 'SELECT coalesce(array_agg(l.reference), ''{}'')'
+             || '  FROM credit_ledger l WHERE l.reference = ANY ($1)'
+           INTO v_done USING p_refs;
+    END IF;
 
     FOR v_user IN SELECT DISTINCT u FROM unnest(p_users) AS u ORDER BY u
     LOOP
         -- the account's lock, for its balance and its quota alike: the row
         -- must exist to be locked
-        INSERT INTO balances (user_id) VALUES (v_user)
-            ON CONFLICT ON CONSTRAINT balances_pkey DO NOTHING;
-
         SELECT b.balance INTO v_balance FROM balances b
          WHERE b.user_id = v_user FOR UPDATE;
+
+        IF NOT FOUND THEN
+            INSERT INTO balances (user_id) VALUES (v_user)
+                ON CONFLICT ON CONSTRAINT balances_pkey DO NOTHING;
+
+            SELECT b.balance INTO v_balance FROM balances b
+             WHERE b.user_id = v_user FOR UPDATE;
+        END IF;
 
         v_balance := coalesce(v_balance, 0);
         v_used := NULL;
@@ -177,21 +193,16 @@ BEGIN
      WHERE v_new[k];
 
     -- fresh enough for a listing, at most one write per key a minute
-    UPDATE api_keys a SET last_used_at = now()
-     WHERE a.id = ANY (p_keys)
-       AND (a.last_used_at IS NULL
-            OR a.last_used_at < now() - interval '1 minute');
+    EXECUTE 'UPDATE api_keys a SET last_used_at = now()'
+         || ' WHERE a.id = ANY ($1)'
+         || '   AND (a.last_used_at IS NULL'
+         || '        OR a.last_used_at < now() - interval ''1 minute'')'
+       USING p_keys;
 
     RETURN QUERY SELECT k, v_outcome[k], v_after[k], v_left[k], v_end[k]
                    FROM generate_subscripts(p_users, 1) AS k;
 END
 $$;
-
-
--- Planned at each call: a plan cached while credit_ledger was nearly empty
--- would scan the whole ledger for the batch's references ever after.
-ALTER FUNCTION monetize_debit(uuid[], uuid[], bigint[], text[], boolean[])
-    SET plan_cache_mode = force_custom_plan;
 
 
 -- What the gates cache of a key includes its plan: a change of plan, or of

@@ -85,7 +85,7 @@ static void ngx_http_monetize_refund_done(ngx_http_monetize_pg_query_t *q);
 static const char  ngx_http_monetize_debit_sql[] =
     "SELECT idx, outcome, balance, quota_remaining, period_end"
     "  FROM monetize_debit($1::uuid[], $2::uuid[], $3::bigint[], $4::text[],"
-    "                      $5::boolean[])";
+    "                      $5::boolean[], $6::boolean)";
 
 
 static struct {
@@ -293,7 +293,7 @@ ngx_http_monetize_batch_send(ngx_http_monetize_batch_t *b)
     ngx_uint_t                     i;
     ngx_http_monetize_pg_query_t  *q;
 
-    q = ngx_http_monetize_pg_query_create(b->pool, 5);
+    q = ngx_http_monetize_pg_query_create(b->pool, 6);
     if (q == NULL) {
         return NGX_ERROR;
     }
@@ -301,6 +301,9 @@ ngx_http_monetize_batch_send(ngx_http_monetize_batch_t *b)
     for (i = 0; i < 5; i++) {
         q->params[i] = (const char *) b->params[i].data;
     }
+
+    /* a batch sent again asks what it already debited */
+    q->params[5] = b->tries ? "t" : "f";
 
     q->sql = ngx_http_monetize_debit_sql;
     q->handler = ngx_http_monetize_batch_done;

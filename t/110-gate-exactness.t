@@ -121,4 +121,23 @@ my ($keys_used) = Test::Monetize::psql(
     . " WHERE user_id = \$1 AND kind = 'debit'", $user2);
 is $keys_used->[0], 4, 'the debits carry each of the 4 keys';
 
+# --- a batch sent again, its first answer lost ----------------------------
+
+my ($user3, $key3) = account(10, 1);
+my ($key_id) = map { $_->[0] } Test::Monetize::psql(
+    "SELECT id FROM api_keys WHERE user_id = \$1", $user3);
+my $batch = "SELECT idx, outcome, balance FROM monetize_debit("
+    . " ARRAY[\$1, \$1]::uuid[], ARRAY[\$2, \$2]::uuid[], '{3,4}',"
+    . " '{call:lost-1,call:lost-2}', '{f,f}', \$3)";
+my @first = Test::Monetize::psql($batch, $user3, $key_id, 'f');
+my @again = Test::Monetize::psql($batch, $user3, $key_id, 't');
+is_deeply \@first, [[1, 'credits', 7], [2, 'credits', 3]], 'a batch debits';
+is_deeply [map { [$_->[0], $_->[1]] } @again], [[1, 'credits'], [2, 'credits']],
+    'sent again: its calls are reported admitted';
+my ($after) = Test::Monetize::psql(
+    "SELECT balance, (SELECT count(*) FROM credit_ledger"
+    . "                WHERE user_id = \$1 AND kind = 'debit')"
+    . "  FROM balances WHERE user_id = \$1", $user3);
+is_deeply $after, [3, 2], '... and nothing was debited twice';
+
 done_testing;
