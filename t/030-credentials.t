@@ -5,30 +5,15 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
-use Digest::SHA qw(hmac_sha256_hex);
 
-# Accounts with keys we know: the key is never stored, only its HMAC.
-sub account {
-    my ($email, $key, %o) = @_;
-    my ($id) = map { $_->[0] } Test::Monetize::psql(
-        "INSERT INTO users (email, password_hash, suspended_at)"
-        . " VALUES (\$1, 'x', CASE WHEN \$2 = 't' THEN now() END)"
-        . " RETURNING id", $email, $o{suspended} ? 't' : 'f');
-    Test::Monetize::psql(
-        "INSERT INTO api_keys (user_id, key_hash, prefix, revoked_at, expires_at)"
-        . " VALUES (\$1, \$2, \$3, CASE WHEN \$4 = 't' THEN now() END,"
-        . "         now() + (\$5 || ' seconds')::interval)",
-        $id, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}),
-        substr($key, 0, 12), $o{revoked} ? 't' : 'f', $o{expires_in} // 3600);
-    Test::Monetize::psql("SELECT monetize_credit(\$1, \$2, 'admin', \$3)",
-                         $id, $o{credits}, "fixture:$email")
-        if $o{credits};
+# accounts whose keys (one letter 32 times) we know
+for (['good', 'A', credits => 42], ['revoked', 'R', revoked => 1],
+     ['expired', 'E', expires_in => -60], ['suspended', 'S', suspended => 1])
+{
+    my ($name, $letter, %o) = @$_;
+    Test::Monetize::account(email => "$name\@example.com",
+                            keys => ['sk_live_' . ($letter x 32)], %o);
 }
-
-account('good@example.com',      'sk_live_' . ('A' x 32), credits => 42);
-account('revoked@example.com',   'sk_live_' . ('R' x 32), revoked => 1);
-account('expired@example.com',   'sk_live_' . ('E' x 32), expires_in => -60);
-account('suspended@example.com', 'sk_live_' . ('S' x 32), suspended => 1);
 
 plan tests => scalar blocks();
 run_tests();

@@ -6,35 +6,18 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
-use Digest::SHA qw(hmac_sha256_hex);
 
-sub account {
-    my ($email, $key, %o) = @_;
-    my ($id) = map { $_->[0] } Test::Monetize::psql(
-        "INSERT INTO users (email, password_hash, suspended_at)"
-        . " VALUES (\$1, 'x', CASE WHEN \$2 = 't' THEN now() END)"
-        . " RETURNING id", $email, $o{suspended} ? 't' : 'f');
-    Test::Monetize::psql(
-        "INSERT INTO api_keys (id, user_id, key_hash, prefix, revoked_at, expires_at)"
-        . " VALUES (\$1, \$2, \$3, \$4, CASE WHEN \$5 = 't' THEN now() END,"
-        . "         now() + (\$6 || ' seconds')::interval)",
-        $o{key_id}, $id, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}),
-        substr($key, 0, 12), $o{revoked} ? 't' : 'f', $o{expires_in} // 3600);
-    Test::Monetize::psql("SELECT monetize_credit(\$1, \$2, 'admin', \$3)",
-                         $id, $o{credits}, "fixture:$email")
-        if $o{credits};
+# accounts whose keys (one letter 32 times) and key ids we know
+for (['rich', 'A', 'a', credits => 10], ['poor', 'P', 'b', credits => 1],
+     ['revoked', 'R', 'c', revoked => 1, credits => 5],
+     ['expired', 'E', 'd', expires_in => -60, credits => 5],
+     ['suspended', 'S', 'e', suspended => 1, credits => 5])
+{
+    my ($name, $letter, $id, %o) = @$_;
+    Test::Monetize::account(email => "$name\@example.com",
+        keys => ['sk_live_' . ($letter x 32)],
+        key_ids => ["00000000-0000-4000-8000-00000000000$id"], %o);
 }
-
-account('rich@example.com', 'sk_live_' . ('A' x 32), credits => 10,
-        key_id => '00000000-0000-4000-8000-00000000000a');
-account('poor@example.com', 'sk_live_' . ('P' x 32), credits => 1,
-        key_id => '00000000-0000-4000-8000-00000000000b');
-account('revoked@example.com', 'sk_live_' . ('R' x 32), revoked => 1,
-        credits => 5, key_id => '00000000-0000-4000-8000-00000000000c');
-account('expired@example.com', 'sk_live_' . ('E' x 32), expires_in => -60,
-        credits => 5, key_id => '00000000-0000-4000-8000-00000000000d');
-account('suspended@example.com', 'sk_live_' . ('S' x 32), suspended => 1,
-        credits => 5, key_id => '00000000-0000-4000-8000-00000000000e');
 
 plan tests => scalar blocks();
 run_tests();

@@ -6,7 +6,6 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
-use Digest::SHA qw(hmac_sha256_hex);
 
 my $be = Test::Monetize::Backend->start(sub {
     return (200, {'Content-Type' => 'text/plain'}, "served\n");
@@ -24,28 +23,6 @@ my $ngx = Test::Monetize::Nginx->start(
     }
 CONF
 
-my $n = 0;
-
-sub account {
-    my ($credits, $nkeys) = @_;
-    $n++;
-    my ($user) = map { $_->[0] } Test::Monetize::psql(
-        "INSERT INTO users (email, password_hash) VALUES (\$1, 'x')"
-        . " RETURNING id", "exact$n\@example.com");
-    my @keys;
-    for my $k (1 .. $nkeys) {
-        my $key = sprintf 'sk_live_%s%08d%08d', 'X' x 16, $n, $k;
-        Test::Monetize::psql(
-            "INSERT INTO api_keys (user_id, key_hash, prefix)"
-            . " VALUES (\$1, \$2, 'sk_live_XXXX')",
-            $user, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}));
-        push @keys, $key;
-    }
-    Test::Monetize::psql("SELECT monetize_credit(\$1, \$2, 'admin', \$3)",
-                         $user, $credits, "grant:$user");
-    return ($user, @keys);
-}
-
 sub ledger {
     my ($user) = @_;
     my ($row) = Test::Monetize::psql(
@@ -61,7 +38,7 @@ sub ledger {
 
 # --- 1,000 calls from 50 clients against 500 credits at cost 1 -----------
 
-my ($user, $key) = account(500, 1);
+my ($user, $key) = Test::Monetize::account(credits => 500);
 
 my @res = $ngx->parallel([map {
     {method => 'GET', path => "/api/call$_?cost=1",
@@ -89,7 +66,7 @@ is_deeply [sort @served], [sort @debited],
 
 # --- mixed costs over several keys of one account -------------------------
 
-my ($user2, @keys) = account(1000, 4);
+my ($user2, @keys) = Test::Monetize::account(credits => 1000, keys => 4);
 my @costs = map { 1 + $_ % 5 } 1 .. 600;        # 1..5, 3 on average
 my $before = scalar(@{[ $be->requests ]});
 
@@ -123,7 +100,7 @@ is $keys_used->[0], 4, 'the debits carry each of the 4 keys';
 
 # --- a batch sent again, its first answer lost ----------------------------
 
-my ($user3, $key3) = account(10, 1);
+my ($user3, $key3) = Test::Monetize::account(credits => 10);
 my ($key_id) = map { $_->[0] } Test::Monetize::psql(
     "SELECT id FROM api_keys WHERE user_id = \$1", $user3);
 my $batch = "SELECT idx, outcome, balance FROM monetize_debit("

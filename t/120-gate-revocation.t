@@ -7,7 +7,6 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
-use Digest::SHA qw(hmac_sha256_hex);
 use Time::HiRes qw(time);
 
 my $config = <<'CONF';
@@ -31,21 +30,6 @@ my %nginx = (
 );
 my $a = Test::Monetize::Nginx->start(%nginx);
 my $b = Test::Monetize::Nginx->start(%nginx, workers => 1);
-
-my $n = 0;
-
-sub key_of_new_account {
-    $n++;
-    my ($user) = map { $_->[0] } Test::Monetize::psql(
-        "INSERT INTO users (email, password_hash) VALUES (\$1, 'x')"
-        . " RETURNING id", "revoke$n\@example.com");
-    my $key = sprintf "sk_live_%s%016d", "K" x 16, $n;
-    Test::Monetize::psql(
-        "INSERT INTO api_keys (user_id, key_hash, prefix)"
-        . " VALUES (\$1, \$2, 'sk_live_KKKK')",
-        $user, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}));
-    return ($user, $key);
-}
 
 # 20 calls to the node of two workers, 5 to the other: the statuses, and
 # the workers of the first that answered
@@ -88,7 +72,7 @@ my @workers = sort $a->worker_pids;
 
 # --- revoked_at set by hand in SQL ----------------------------------------
 
-my ($user, $key) = key_of_new_account();
+my ($user, $key) = Test::Monetize::account();
 my ($status, $seen) = calls_on_both_workers($key);
 is_deeply [keys %$status], [200], 'the key works on both nodes (and is cached)';
 is_deeply $seen, \@workers, '... on both workers of the first';
@@ -106,7 +90,7 @@ is_deeply [[keys %$status], $seen], [[403], \@workers],
 
 # --- DELETE /keys/{id}, and a rotation ----------------------------------
 
-($user, $key) = key_of_new_account();
+($user, $key) = Test::Monetize::account();
 my $second = $a->request('POST', '/v1/keys', headers => {'X-API-Key' => $key},
                          json => {name => 'second'});
 is $second->{status}, 201, 'a second key, made through the API';
@@ -133,7 +117,7 @@ is_deeply((calls($rot->{json}{key}))[0], {200 => 25},
 
 # --- a suspended account --------------------------------------------------
 
-($user, $key) = key_of_new_account();
+($user, $key) = Test::Monetize::account();
 is_deeply((calls($key))[0], {200 => 25}, 'a second key works');
 
 Test::Monetize::psql(
@@ -146,7 +130,7 @@ is $res->{json}{error}{code}, 'account_suspended', '... as account_suspended';
 
 # --- a revocation while a node was not listening --------------------------
 
-($user, $key) = key_of_new_account();
+($user, $key) = Test::Monetize::account();
 is_deeply((calls($key))[0], {200 => 25}, 'a third key works');
 
 # cut every LISTEN connection, and revoke before they are back

@@ -6,7 +6,6 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
-use Digest::SHA qw(hmac_sha256_hex);
 
 my $be = Test::Monetize::Backend->start(sub {
     my ($req) = @_;
@@ -15,15 +14,7 @@ my $be = Test::Monetize::Backend->start(sub {
 });
 my $upstream = '127.0.0.1:' . $be->port;
 
-my ($user) = map { $_->[0] } Test::Monetize::psql(
-    "INSERT INTO users (email, password_hash) VALUES ('refund\@example.com', 'x')"
-    . " RETURNING id");
-my $key = 'sk_live_' . ('F' x 32);
-Test::Monetize::psql(
-    "INSERT INTO api_keys (user_id, key_hash, prefix) VALUES (\$1, \$2, 'p')",
-    $user, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}));
-Test::Monetize::psql("SELECT monetize_credit(\$1, 100, 'admin', 'grant')",
-                     $user);
+my ($user, $key) = Test::Monetize::account(credits => 100);
 
 my $ngx = Test::Monetize::Nginx->start(
     workers => 2,

@@ -6,21 +6,10 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
-use Digest::SHA qw(hmac_sha256_hex);
 
-my ($user) = map { $_->[0] } Test::Monetize::psql(
-    "INSERT INTO users (email, password_hash) VALUES ('usage\@example.com', 'x')"
-    . " RETURNING id");
 my @keys = map { 'sk_live_' . ($_ x 32) } qw(U V);
-for my $key (@keys) {
-    Test::Monetize::psql(
-        "INSERT INTO api_keys (user_id, key_hash, prefix, name)"
-        . " VALUES (\$1, \$2, 'p', \$3)",
-        $user, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}),
-        substr($key, 8, 1));
-}
-Test::Monetize::psql("SELECT monetize_credit(\$1, 1000, 'admin', 'grant')",
-                     $user);
+my ($user) = Test::Monetize::account(keys => \@keys, key_names => [qw(U V)],
+                                     credits => 1000);
 
 my $ngx = Test::Monetize::Nginx->start(
     workers => 2,

@@ -8,7 +8,6 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
-use Digest::SHA qw(hmac_sha256_hex);
 use POSIX ();
 use Time::HiRes qw(time sleep);
 use feature qw(state);
@@ -27,15 +26,7 @@ my $be = Test::Monetize::Backend->start(sub {
             "answered\n");
 });
 
-my ($user) = map { $_->[0] } Test::Monetize::psql(
-    "INSERT INTO users (email, password_hash) VALUES ('durable\@example.com', 'x')"
-    . " RETURNING id");
-my $key = 'sk_live_' . ('D' x 32);
-Test::Monetize::psql(
-    "INSERT INTO api_keys (user_id, key_hash, prefix) VALUES (\$1, \$2, 'p')",
-    $user, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}));
-Test::Monetize::psql("SELECT monetize_credit(\$1, \$2, 'admin', 'grant')",
-                     $user, $GRANT);
+my ($user, $key) = Test::Monetize::account(credits => $GRANT);
 
 my %conf = (
     workers => 2,

@@ -9,7 +9,6 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
-use Digest::SHA qw(hmac_sha256_hex);
 use POSIX qw(floor ceil);
 use Time::HiRes qw(time sleep);
 
@@ -18,31 +17,6 @@ Test::Monetize::psql(
     . "                 rate_limit_rps, rate_limit_burst)"
     . " VALUES ('ten', 'Ten', 100, NULL, 10, 5),"
     . "        ('broken', 'Broken', 100, NULL, 0, 5)");
-
-my $n = 0;
-
-sub account {
-    my ($plan, $nkeys) = @_;
-    $n++;
-    my ($user) = map { $_->[0] } Test::Monetize::psql(
-        "INSERT INTO users (email, password_hash) VALUES (\$1, 'x')"
-        . " RETURNING id", "limit$n\@example.com");
-    Test::Monetize::psql(
-        "INSERT INTO subscriptions (user_id, plan_id, status)"
-        . " VALUES (\$1, \$2, 'active')", $user, $plan);
-    Test::Monetize::psql("SELECT monetize_credit(\$1, 100000, 'admin', \$2)",
-                         $user, "grant$n");
-    my @keys;
-    for my $k (1 .. ($nkeys // 1)) {
-        my $key = sprintf 'sk_live_%s%08d%08d', 'L' x 16, $n, $k;
-        Test::Monetize::psql(
-            "INSERT INTO api_keys (user_id, key_hash, prefix)"
-            . " VALUES (\$1, \$2, 'p')",
-            $user, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}));
-        push @keys, $key;
-    }
-    return ($user, @keys);
-}
 
 my $ngx = Test::Monetize::Nginx->start(
     workers => 2,
@@ -97,7 +71,8 @@ sub expect_admitted {
 
 # --- one key ----------------------------------------------------------------
 
-my ($user, $key) = account('ten');
+my ($user, $key) = Test::Monetize::account(plan => 'ten',
+    credits => 100000);
 my ($res, $elapsed) = paced('/api/', $key);
 expect_admitted($res, $elapsed, 'one key');
 
@@ -120,11 +95,13 @@ is $debits[0][0], scalar(grep { $_->{status} == 200 } @$res),
 
 # --- per account: two keys share one limit -----------------------------------
 
-my ($user2, @two) = account('ten', 2);
+my ($user2, @two) = Test::Monetize::account(plan => 'ten',
+    credits => 100000, keys => 2);
 ($res, $elapsed) = paced('/shared/', @two);
 expect_admitted($res, $elapsed, 'two keys of one account, limited by account');
 
-my ($user3, @two_more) = account('ten', 2);
+my ($user3, @two_more) = Test::Monetize::account(plan => 'ten',
+    credits => 100000, keys => 2);
 ($res, $elapsed) = paced('/api/', @two_more);
 my $ok = grep { $_->{status} == 200 } @$res;
 cmp_ok $ok, '>=', 2 * (5 + floor(10 * $elapsed) - 1),
@@ -132,7 +109,8 @@ cmp_ok $ok, '>=', 2 * (5 + floor(10 * $elapsed) - 1),
 
 # --- garbage cannot spend another key's limit --------------------------------
 
-my ($user4, $victim) = account('ten');
+my ($user4, $victim) = Test::Monetize::account(plan => 'ten',
+    credits => 100000);
 my $forged = substr($victim, 0, -1) . ($victim =~ /0\z/ ? '1' : '0');
 my @junk = $ngx->parallel([map {
     [GET => "/api/junk$_", headers => [
@@ -148,7 +126,8 @@ is_deeply [$fresh->{status}, $fresh->{headers}{'ratelimit-remaining'}], [200, 4]
 
 # --- a plan that cannot be enforced -------------------------------------------
 
-my ($user5, $broken) = account('broken');
+my ($user5, $broken) = Test::Monetize::account(plan => 'broken',
+    credits => 100000);
 my $mark = $ngx->error_log_mark;
 $res = $ngx->request('GET', '/api/x', headers => {'X-API-Key' => $broken});
 is_deeply [$res->{status}, $res->{json}{error}{code}], [500, 'internal_error'],

@@ -7,26 +7,6 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
-use Digest::SHA qw(hmac_sha256_hex);
-
-my $n = 0;
-
-sub account {
-    my (%o) = @_;
-    $n++;
-    my ($user) = map { $_->[0] } Test::Monetize::psql(
-        "INSERT INTO users (email, password_hash) VALUES (\$1, 'x')"
-        . " RETURNING id", "quota$n\@example.com");
-    my $key = sprintf 'sk_live_%s%016d', 'Q' x 16, $n;
-    Test::Monetize::psql(
-        "INSERT INTO api_keys (user_id, key_hash, prefix)"
-        . " VALUES (\$1, \$2, 'p')",
-        $user, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}));
-    Test::Monetize::psql("SELECT monetize_credit(\$1, \$2, 'admin', \$3)",
-                         $user, $o{credits}, "grant$n")
-        if $o{credits};
-    return ($user, $key);
-}
 
 my $ngx = Test::Monetize::Nginx->start(
     workers => 2,
@@ -49,7 +29,7 @@ sub calls {
 
 # --- a free account: 100 calls a month, no credits --------------------------
 
-my ($user, $key) = account();
+my ($user, $key) = Test::Monetize::account();
 my @res = calls($key, 150);
 my %status;
 $status{$_->{status}}++ for @res;
@@ -90,7 +70,7 @@ is_deeply [$next->{status}, $next->{headers}{'x-quota-remaining'}],
 
 # --- the plan's calls first, then credits -----------------------------------
 
-my ($user2, $key2) = account(credits => 30);
+my ($user2, $key2) = Test::Monetize::account(credits => 30);
 @res = calls($key2, 150);
 %status = ();
 $status{$_->{status}}++ for @res;
@@ -106,7 +86,7 @@ is_deeply $ledger, [30, 0, 0],
 
 # --- an unlimited plan -------------------------------------------------------
 
-my ($user3, $key3) = account();
+my ($user3, $key3) = Test::Monetize::account();
 Test::Monetize::psql(
     "INSERT INTO subscriptions (user_id, plan_id, status)"
     . " VALUES (\$1, 'enterprise', 'active')", $user3);

@@ -8,7 +8,6 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
-use Digest::SHA qw(hmac_sha256_hex);
 use POSIX qw(floor ceil);
 use Time::HiRes qw(time sleep);
 
@@ -19,23 +18,10 @@ Test::Monetize::psql(
     . "                 rate_limit_rps, rate_limit_burst)"
     . " VALUES ('ten', 'Ten', 100, NULL, 10, 5)");
 
-my $n = 0;
-
-sub key_of_new_account {
-    $n++;
-    my ($user) = map { $_->[0] } Test::Monetize::psql(
-        "INSERT INTO users (email, password_hash) VALUES (\$1, 'x')"
-        . " RETURNING id", "redis$n\@example.com");
-    Test::Monetize::psql(
-        "INSERT INTO subscriptions (user_id, plan_id, status)"
-        . " VALUES (\$1, 'ten', 'active')", $user);
-    Test::Monetize::psql("SELECT monetize_credit(\$1, 100000, 'admin', \$2)",
-                         $user, "grant$n");
-    my $key = sprintf 'sk_live_%s%016d', 'R' x 16, $n;
-    Test::Monetize::psql(
-        "INSERT INTO api_keys (user_id, key_hash, prefix)"
-        . " VALUES (\$1, \$2, 'p')",
-        $user, hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}));
+# a key of a new account of the plan 'ten'
+sub new_key {
+    my (undef, $key) = Test::Monetize::account(plan => 'ten',
+                                               credits => 100000);
     return $key;
 }
 
@@ -102,7 +88,7 @@ sub within_one_limit {
 
 # --- two nodes, one limit ----------------------------------------------------
 
-my ($res, $elapsed) = paced(key_of_new_account());
+my ($res, $elapsed) = paced(new_key());
 is_deeply [sort keys %{statuses($res)}], [200, 429], 'calls pass, then 429';
 within_one_limit($res, $elapsed, 1, 'two nodes sharing Redis obey one limit');
 like $redis->cli('--scan', '--pattern', 't230:*'), qr/^t230:k:/m,
@@ -110,7 +96,7 @@ like $redis->cli('--scan', '--pattern', 't230:*'), qr/^t230:k:/m,
 
 # --- Redis stops during a load ------------------------------------------------
 
-my $key = key_of_new_account();
+my $key = new_key();
 my $mark = $nodes[0]->error_log_mark;
 my $load = fork // die "fork: $!";
 if ($load == 0) {
@@ -129,7 +115,7 @@ is scalar(@slow), 0, 'no call waited much past the timeout (500ms)';
 ok $nodes[0]->wait_for_log(qr/monetize: redis 127\.0\.0\.1:\d+ is unreachable/,
                            since => $mark), 'the loss is logged';
 
-($res, $elapsed) = paced(key_of_new_account());
+($res, $elapsed) = paced(new_key());
 within_one_limit($res, $elapsed, 2,
                  'while Redis is down, each node holds the limit on its own');
 
@@ -146,7 +132,7 @@ ok Test::Monetize::wait_until(10, sub {
     !grep { $_->request('GET', '/v1/health')->{status} != 200 } @nodes
 }), 'both nodes find Redis again, without a reload';
 
-($res, $elapsed) = paced(key_of_new_account());
+($res, $elapsed) = paced(new_key());
 within_one_limit($res, $elapsed, 1, 'the shared limit is back');
 
 done_testing;

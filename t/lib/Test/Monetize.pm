@@ -108,6 +108,14 @@ file started are stopped then, even when the test dies.
   $s->wait(timeout => 10, allow_error => 0)  waits for them, returns rows;
                                     dies on an ERROR unless allow_error
   $s->errors; $s->close
+  my ($user_id, @keys) = Test::Monetize::account(%o);
+                                    # an account made in SQL, with API keys
+                                    # the test knows (only their HMACs are
+                                    # stored): email, id, keys => N or
+                                    # [keys], key_ids, key_names, credits
+                                    # (granted in the ledger), plan (an
+                                    # active subscription), suspended,
+                                    # revoked, expires_in (seconds)
   Test::Monetize::pg_stop(), pg_start()  stop/start the cluster that all
                                     test files share: a file that does this
                                     must not run beside others (prove -j)
@@ -254,6 +262,47 @@ sub new_dir {
     my $d = _file_dir() . "/$name-" . ++$DirCount{$name};
     _mkdir($d);
     return $d;
+}
+
+
+my $Accounts = 0;
+
+sub account {
+    my (%o) = @_;
+    $Accounts++;
+    my $email = $o{email} // "account$Accounts\@example.com";
+    my @keys = ref $o{keys} ? @{$o{keys}}
+             : map { sprintf 'sk_live_%08d%08d%016d', $$, $Accounts, $_ }
+               1 .. ($o{keys} // 1);
+
+    my ($user) = map { $_->[0] } psql(
+        "INSERT INTO users (id, email, password_hash, suspended_at)"
+        . " VALUES (coalesce(\$1::uuid, gen_random_uuid()), \$2, 'x',"
+        . "         CASE WHEN \$3 = 't' THEN now() END) RETURNING id",
+        $o{id}, $email, $o{suspended} ? 't' : 'f');
+
+    for my $i (0 .. $#keys) {
+        require Digest::SHA;
+        psql("INSERT INTO api_keys (id, user_id, key_hash, prefix, name,"
+             . "                    revoked_at, expires_at)"
+             . " VALUES (coalesce(\$1::uuid, gen_random_uuid()), \$2, \$3,"
+             . "         \$4, coalesce(\$5, 'default'),"
+             . "         CASE WHEN \$6 = 't' THEN now() END,"
+             . "         now() + (\$7 || ' seconds')::interval)",
+             $o{key_ids} && $o{key_ids}[$i], $user,
+             Digest::SHA::hmac_sha256_hex($keys[$i],
+                                          _env('MONETIZE_KEY_SECRET')),
+             substr($keys[$i], 0, 12), $o{key_names} && $o{key_names}[$i],
+             $o{revoked} ? 't' : 'f', $o{expires_in} // 86400 * 365);
+    }
+
+    psql("SELECT monetize_credit(\$1, \$2, 'admin', \$3)", $user,
+         $o{credits}, "fixture:$user") if $o{credits};
+
+    psql("INSERT INTO subscriptions (user_id, plan_id, status)"
+         . " VALUES (\$1, \$2, 'active')", $user, $o{plan}) if $o{plan};
+
+    return ($user, @keys);
 }
 
 
