@@ -93,6 +93,7 @@ DECLARE
     v_left     bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     v_end      bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     v_counted  bigint;
+    v_key      uuid;
     i          integer;
 BEGIN
     IF n = 0 THEN
@@ -102,7 +103,8 @@ BEGIN
     v_done := '{}';
 
     -- "= ANY (array)" is planned at each call (EXECUTE): a plan cached
-    -- while the table was small would scan all of it ever after
+    -- while the table was small would scan all of it ever after; the other
+    -- statements look rows up by their key, which any plan does by index
 
     IF p_retry THEN
         EXECUTE 'SELECT coalesce(array_agg(l.reference), ''{}'')'
@@ -193,11 +195,12 @@ BEGIN
      WHERE v_new[k];
 
     -- fresh enough for a listing, at most one write per key a minute
-    EXECUTE 'UPDATE api_keys a SET last_used_at = now()'
-         || ' WHERE a.id = ANY ($1)'
-         || '   AND (a.last_used_at IS NULL'
-         || '        OR a.last_used_at < now() - interval ''1 minute'')'
-       USING p_keys;
+    FOR v_key IN SELECT DISTINCT k FROM unnest(p_keys) AS k LOOP
+        UPDATE api_keys a SET last_used_at = now()
+         WHERE a.id = v_key
+           AND (a.last_used_at IS NULL
+                OR a.last_used_at < now() - interval '1 minute');
+    END LOOP;
 
     RETURN QUERY SELECT k, v_outcome[k], v_after[k], v_left[k], v_end[k]
                    FROM generate_subscripts(p_users, 1) AS k;
