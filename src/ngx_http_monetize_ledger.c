@@ -42,6 +42,7 @@ struct ngx_http_monetize_batch_s {
     ngx_str_t                         *refs;
     ngx_str_t                          params[5];
     ngx_uint_t                         tries;
+    unsigned                           sent:1;   /* an attempt reached it */
 };
 
 
@@ -320,6 +321,8 @@ ngx_http_monetize_batch_done(ngx_http_monetize_pg_query_t *q)
 {
     ngx_http_monetize_batch_t *b = q->data;
 
+    b->sent |= q->sent;
+
     if (q->status == NGX_HTTP_MONETIZE_PG_OK) {
         ngx_http_monetize_batch_answer(b, q);
         return;
@@ -335,7 +338,8 @@ ngx_http_monetize_batch_done(ngx_http_monetize_pg_query_t *q)
             return;
         }
 
-        ngx_http_monetize_batch_fail(b, 1);
+        /* a batch that never reached the server debited nothing */
+        ngx_http_monetize_batch_fail(b, b->sent);
         return;
     }
 

@@ -186,6 +186,8 @@ ngx_http_monetize_pg_dispatch(ngx_http_monetize_pg_conn_t *pc,
         return;
     }
 
+    q->sent = 1;
+
     ngx_http_monetize_pg_flush(pc);
 }
 

@@ -68,6 +68,7 @@ struct ngx_http_monetize_pg_query_s {
     ngx_event_t                        event;      /* timer, then delivery */
     unsigned                           queued:1;
     unsigned                           done:1;
+    unsigned                           sent:1;     /* the server may have it */
 };
 
 

@@ -6,14 +6,32 @@ use warnings;
 use lib 't/lib';
 use Test::Monetize;
 
+my (undef, $key) = Test::Monetize::account(credits => 100);
+
 my $ngx = Test::Monetize::Nginx->start(
     workers => 2,
-    http_config => 'monetize_bcrypt_cost 4;',
-    config => 'location /v1/ { monetize_api; }');
+    http_config => "monetize_bcrypt_cost 4;\nmonetize_cache zone=keys:1m;",
+    config => <<'CONF');
+    location /v1/ { monetize_api; }
+    location /api/ {
+        monetize_gate on;
+        proxy_pass http://127.0.0.1:$server_port/backend/;
+    }
+    location /backend/ { return 200 "ok\n"; }
+CONF
+
+sub gated {
+    my @r = $ngx->parallel([map { [GET => "/api/$_", headers => {'X-API-Key' => $key}] }
+                            1 .. 6], concurrency => 6);
+    my %s;
+    $s{$_->{status} // 'none'}++ for @r;
+    return (\%s, $r[0]);
+}
 
 my ($master) = $ngx->pids;
 
 is $ngx->request('GET', '/v1/health')->{status}, 200, 'up: 200';
+is_deeply((gated())[0], {200 => 6}, 'gated calls pass (and the key is cached)');
 
 my $mark = $ngx->error_log_mark;
 Test::Monetize::pg_stop();
@@ -24,6 +42,12 @@ is_deeply [map { $_->{status} } @down], [(503) x 10], 'down: 503, every time';
 is $down[0]{json}{error}{code}, 'backend_unavailable', '... backend_unavailable';
 is $down[0]{json}{postgres}, 'down', '... with "postgres":"down"';
 is $down[0]{headers}{'retry-after'}, '1', '... and Retry-After';
+
+my ($gated, $one) = gated();
+is_deeply $gated, {503 => 6},
+    'gated calls while down: 503, though the key is cached (no debit, no call)';
+is_deeply [$one->{json}{error}{code}, $one->{headers}{'retry-after'}],
+    ['backend_unavailable', 1], '... backend_unavailable, Retry-After: 1';
 
 my $reg = $ngx->request('POST', '/v1/register',
     json => {email => 'while-down@example.com', password => '12345678'});
@@ -53,6 +77,11 @@ is_deeply [map { $_->{status} } @after], [(200) x 10],
 $reg = $ngx->request('POST', '/v1/register',
     json => {email => 'after@example.com', password => '12345678'});
 is $reg->{status}, 201, 'a registration after: 201';
+is_deeply((gated())[0], {200 => 6}, 'gated calls pass again');
+
+my ($debits) = Test::Monetize::psql(
+    "SELECT count(*) FROM credit_ledger WHERE kind = 'debit'");
+is $debits->[0], 12, 'the ledger has the 12 calls that passed, none of the 503s';
 
 ok $ngx->wait_for_log('is reachable again', since => $mark),
     'the end of the outage is logged';
