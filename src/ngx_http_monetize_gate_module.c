@@ -497,6 +497,7 @@ static ngx_int_t
 ngx_http_monetize_gate_init(ngx_conf_t *cf)
 {
     ngx_str_t                            request_id = ngx_string("request_id");
+    ngx_array_t                         *handlers;
     ngx_http_handler_pt                 *h;
     ngx_http_core_main_conf_t           *cmcf;
     ngx_http_monetize_gate_main_conf_t  *gmcf;
@@ -511,12 +512,23 @@ ngx_http_monetize_gate_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    /*
+     * nginx runs a phase's handlers from the last registered to the first:
+     * first in the array, the gate decides after allow/deny, auth_basic and
+     * auth_request, so a call they refuse is never charged.
+     */
+
+    handlers = &cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers;
+
+    h = ngx_array_push(handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    *h = ngx_http_monetize_gate_handler;
+    ngx_memmove((ngx_http_handler_pt *) handlers->elts + 1, handlers->elts,
+                (handlers->nelts - 1) * sizeof(ngx_http_handler_pt));
+
+    *(ngx_http_handler_pt *) handlers->elts = ngx_http_monetize_gate_handler;
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
     if (h == NULL) {

@@ -308,7 +308,27 @@ SELECT count(*) FROM credit_ledger l JOIN users u ON u.id = l.user_id WHERE u.em
 --- sql_result
 4
 
-=== TEST 18: without monetize_gate on, nothing is asked
+=== TEST 18: nginx's own access checks come first: a call they refuse is not charged
+--- config
+    location /api/ {
+        deny all;
+        monetize_gate on;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/backend/;
+    }
+    location /backend/ { return 200 "served\n"; }
+--- more_headers
+X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+--- request
+GET /api/x
+--- error_code: 403
+--- sql
+SELECT count(*) FROM credit_ledger l JOIN users u ON u.id = l.user_id WHERE u.email = 'rich@example.com' AND l.kind = 'debit'
+--- sql_result
+4
+--- no_error_log
+monetize: denied
+
+=== TEST 19: without monetize_gate on, nothing is asked
 --- config
     location /api/ { monetize_gate off; return 200 "open\n"; }
 --- request
