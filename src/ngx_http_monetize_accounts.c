@@ -38,7 +38,7 @@ static const char *ngx_http_monetize_check_password(json_t *value,
 static const char *ngx_http_monetize_check_name(json_t *value,
     ngx_str_t *name);
 static void ngx_http_monetize_register_hashed(ngx_http_request_t *r,
-    ngx_str_t *hash, ngx_uint_t match);
+    ngx_str_t *hash);
 static ngx_int_t ngx_http_monetize_register_result(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
 
@@ -138,8 +138,7 @@ ngx_http_monetize_register_handler(ngx_http_request_t *r,
 
 
 static void
-ngx_http_monetize_register_hashed(ngx_http_request_t *r, ngx_str_t *hash,
-    ngx_uint_t match)
+ngx_http_monetize_register_hashed(ngx_http_request_t *r, ngx_str_t *hash)
 {
     u_char                         *p;
     ngx_int_t                       rc;

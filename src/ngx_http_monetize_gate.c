@@ -591,7 +591,6 @@ ngx_http_monetize_gate_charge(ngx_http_request_t *r,
     d->handler = ngx_http_monetize_gate_debited;
     d->data = r;
 
-    ctx->debit = d;
     ctx->state = NGX_HTTP_MONETIZE_GATE_DEBITING;
 
     ngx_http_monetize_debit(mcf->ledger, d);

@@ -63,7 +63,6 @@ typedef struct {
     int64_t                          cost;
     int64_t                          balance;
     ngx_str_t                        reference;
-    ngx_http_monetize_debit_t       *debit;
     ngx_http_monetize_limit_t        limit;
     ngx_str_t                        limit_key;     /* "k:<key id>" ... */
     int64_t                          quota_left;    /* -1: unlimited */

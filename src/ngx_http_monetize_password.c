@@ -28,16 +28,12 @@ typedef struct {
     ngx_http_monetize_password_done_pt   done;
     char                                *password;
     size_t                               password_len;
-    char                                *setting;   /* salt, or the hash */
-    ngx_uint_t                           verify;
+    char                                *setting;   /* "$2b$" and salt */
     ngx_uint_t                           ok;
     struct crypt_data                    data;      /* output lands here */
 } ngx_http_monetize_password_task_t;
 
 
-static ngx_int_t ngx_http_monetize_password_post(ngx_http_request_t *r,
-    ngx_str_t *password, ngx_str_t *setting, ngx_uint_t verify,
-    ngx_http_monetize_password_done_pt done);
 static void ngx_http_monetize_password_thread(void *data, ngx_log_t *log);
 static void ngx_http_monetize_password_event(ngx_event_t *ev);
 
@@ -46,10 +42,12 @@ ngx_int_t
 ngx_http_monetize_password_hash(ngx_http_request_t *r, ngx_str_t *password,
     ngx_http_monetize_password_done_pt done)
 {
-    u_char                          rbytes[16];
-    char                            salt[CRYPT_GENSALT_OUTPUT_SIZE];
-    ngx_str_t                       setting;
-    ngx_http_monetize_main_conf_t  *mcf;
+    u_char                              rbytes[16];
+    char                                salt[CRYPT_GENSALT_OUTPUT_SIZE];
+    ngx_str_t                           setting;
+    ngx_thread_task_t                  *task;
+    ngx_http_monetize_main_conf_t      *mcf;
+    ngx_http_monetize_password_task_t  *pt;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
@@ -66,30 +64,6 @@ ngx_http_monetize_password_hash(ngx_http_request_t *r, ngx_str_t *password,
     setting.data = (u_char *) salt;
     setting.len = ngx_strlen(salt);
 
-    return ngx_http_monetize_password_post(r, password, &setting, 0, done);
-}
-
-
-ngx_int_t
-ngx_http_monetize_password_verify(ngx_http_request_t *r,
-    ngx_str_t *password, ngx_str_t *hash,
-    ngx_http_monetize_password_done_pt done)
-{
-    return ngx_http_monetize_password_post(r, password, hash, 1, done);
-}
-
-
-static ngx_int_t
-ngx_http_monetize_password_post(ngx_http_request_t *r, ngx_str_t *password,
-    ngx_str_t *setting, ngx_uint_t verify,
-    ngx_http_monetize_password_done_pt done)
-{
-    ngx_thread_task_t                  *task;
-    ngx_http_monetize_main_conf_t      *mcf;
-    ngx_http_monetize_password_task_t  *pt;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
-
     task = ngx_thread_task_alloc(r->pool,
                                  sizeof(ngx_http_monetize_password_task_t));
     if (task == NULL) {
@@ -99,17 +73,16 @@ ngx_http_monetize_password_post(ngx_http_request_t *r, ngx_str_t *password,
     pt = task->ctx;
     pt->request = r;
     pt->done = done;
-    pt->verify = verify;
 
     pt->password = ngx_pnalloc(r->pool, password->len + 1);
-    pt->setting = ngx_pnalloc(r->pool, setting->len + 1);
+    pt->setting = ngx_pnalloc(r->pool, setting.len + 1);
 
     if (pt->password == NULL || pt->setting == NULL) {
         return NGX_ERROR;
     }
 
     ngx_cpystrn((u_char *) pt->password, password->data, password->len + 1);
-    ngx_cpystrn((u_char *) pt->setting, setting->data, setting->len + 1);
+    ngx_cpystrn((u_char *) pt->setting, setting.data, setting.len + 1);
     pt->password_len = password->len;
 
     task->handler = ngx_http_monetize_password_thread;
@@ -148,9 +121,7 @@ ngx_http_monetize_password_event(ngx_event_t *ev)
 {
     ngx_http_monetize_password_task_t *pt = ev->data;
 
-    size_t               len;
     ngx_str_t            hash;
-    ngx_uint_t           match;
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
@@ -162,20 +133,12 @@ ngx_http_monetize_password_event(ngx_event_t *ev)
     if (!pt->ok) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,
                       "monetize: bcrypt failed (bad cost or stored hash?)");
-        pt->done(r, NULL, 0);
+        pt->done(r, NULL);
         return;
     }
 
     hash.data = (u_char *) pt->data.output;
     hash.len = ngx_strlen(pt->data.output);
 
-    match = 0;
-
-    if (pt->verify) {
-        len = ngx_strlen(pt->setting);
-        match = (len == hash.len
-                 && CRYPTO_memcmp(pt->setting, hash.data, len) == 0);
-    }
-
-    pt->done(r, &hash, match);
+    pt->done(r, &hash);
 }

@@ -17,16 +17,13 @@
 #define NGX_HTTP_MONETIZE_PASSWORD_MAX  72      /* what bcrypt reads */
 
 
-/* hash is NULL when hashing failed; match tells a verification's outcome */
+/* hash is NULL when hashing failed */
 typedef void (*ngx_http_monetize_password_done_pt)(ngx_http_request_t *r,
-    ngx_str_t *hash, ngx_uint_t match);
+    ngx_str_t *hash);
 
 
 ngx_int_t ngx_http_monetize_password_hash(ngx_http_request_t *r,
     ngx_str_t *password, ngx_http_monetize_password_done_pt done);
-ngx_int_t ngx_http_monetize_password_verify(ngx_http_request_t *r,
-    ngx_str_t *password, ngx_str_t *hash,
-    ngx_http_monetize_password_done_pt done);
 
 
 #endif /* _NGX_HTTP_MONETIZE_PASSWORD_H_INCLUDED_ */

@@ -42,7 +42,6 @@ void ngx_http_monetize_redis_init_process(ngx_http_monetize_redis_t *redis);
 void ngx_http_monetize_redis_exit_process(ngx_http_monetize_redis_t *redis);
 
 /* connected, and AUTH, SELECT and SCRIPT LOAD answered */
-ngx_uint_t ngx_http_monetize_redis_up(ngx_http_monetize_redis_t *redis);
 
 /*
  * One GCRA decision on Redis's clock, exactly ngx_http_monetize_gcra() of

@@ -101,13 +101,6 @@ ngx_http_monetize_redis_exit_process(ngx_http_monetize_redis_t *redis)
 }
 
 
-ngx_uint_t
-ngx_http_monetize_redis_up(ngx_http_monetize_redis_t *redis)
-{
-    return redis->state == NGX_HTTP_MONETIZE_REDIS_READY;
-}
-
-
 /*
  * Whether a command may be sent now. While a worker's first connection is
  * being made, commands queue behind its handshake; once Redis was found
