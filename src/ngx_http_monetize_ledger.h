@@ -25,8 +25,13 @@ typedef void (*ngx_http_monetize_debit_pt)(ngx_http_monetize_debit_t *d);
 typedef enum {
     NGX_HTTP_MONETIZE_DEBIT_ADMITTED = 0,   /* paid with credits */
     NGX_HTTP_MONETIZE_DEBIT_INCLUDED,       /* covered by the plan's quota */
-    NGX_HTTP_MONETIZE_DEBIT_REFUSED,        /* the balance cannot pay */
-    NGX_HTTP_MONETIZE_DEBIT_QUOTA_EXCEEDED, /* nor the quota, nor credits */
+    NGX_HTTP_MONETIZE_DEBIT_REFUSED,        /* the balance cannot pay (the
+                                               quota, if any, is used up) */
+    NGX_HTTP_MONETIZE_DEBIT_QUOTA_EXCEEDED, /* a free call past the quota:
+                                               nothing else can pay */
+    NGX_HTTP_MONETIZE_DEBIT_KEY_REVOKED,    /* found so at the debit */
+    NGX_HTTP_MONETIZE_DEBIT_KEY_EXPIRED,
+    NGX_HTTP_MONETIZE_DEBIT_SUSPENDED,      /* the account is suspended */
     NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE     /* not debited (or voided) */
 } ngx_http_monetize_debit_status_e;
 
