@@ -638,6 +638,19 @@ ngx_http_monetize_gate_debited(ngx_http_monetize_debit_t *d)
         ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_QUOTA);
         break;
 
+    case NGX_HTTP_MONETIZE_DEBIT_KEY_REVOKED:
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_REVOKED);
+        break;
+
+    case NGX_HTTP_MONETIZE_DEBIT_KEY_EXPIRED:
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_EXPIRED);
+        break;
+
+    case NGX_HTTP_MONETIZE_DEBIT_SUSPENDED:
+        ngx_http_monetize_gate_decide(r, ctx,
+                                      NGX_HTTP_MONETIZE_DENY_SUSPENDED);
+        break;
+
     default: /* NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE */
         ngx_http_monetize_gate_decide(r, ctx,
                                       NGX_HTTP_MONETIZE_DENY_UNAVAILABLE);

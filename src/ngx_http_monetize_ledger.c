@@ -13,25 +13,33 @@
 
 /*
  * Each worker's writer of money: the calls the gate debits and the refunds
- * it gives back, in batches.
+ * and voids it gives back, in batches.
  *
  * Debits: while one batch statement is in flight, the calls that arrive
- * wait; when it is answered, all of them go in the next one (group commit).
- * A batch whose answer was lost (the connection died after sending) is sent
- * again with the same references: monetize_debit() reports what it already
- * debited and debits nothing twice. A batch that still has no answer is
- * refused to its callers (503) and its references are voided: refunded if,
- * after all, they were debited.
+ * wait; when it is answered (or fails), all of them go in the next one
+ * (group commit). Each call is answered by its deadline, the pool's
+ * timeout and grace after it arrived, whatever the tries: the batch's
+ * timer is that of its oldest call. A batch whose answer was lost (the
+ * connection died after sending) is sent again with the same references,
+ * and so is one PostgreSQL rolled back as a deadlock or serialization
+ * victim: monetize_debit() reads, under each account's lock, what the batch
+ * already did, and does nothing twice. A batch whose outcome is still
+ * unknown when it must be answered is refused to its callers (503) and
+ * voided: monetize_void() records the void, which a late commit of the
+ * batch then finds and refuses, or writes off what did commit.
  *
- * Refunds: fire and forget, batched the same way, retried every second
- * while PostgreSQL refuses them; monetize_refund() applies each once.
+ * Refunds and voids: fire and forget, batched the same way, retried every
+ * second while PostgreSQL refuses them (their timer keeps a worker that
+ * exits gracefully alive until they are written, or until
+ * NGX_HTTP_MONETIZE_EXIT_TRIES failed tries); each is applied once.
  */
 
 
 #define NGX_HTTP_MONETIZE_BATCH_MAX      256
-#define NGX_HTTP_MONETIZE_BATCH_TRIES    3
+#define NGX_HTTP_MONETIZE_BATCH_TRIES    5
 #define NGX_HTTP_MONETIZE_REFUNDS_MAX    100000
 #define NGX_HTTP_MONETIZE_REFUND_RETRY   1000
+#define NGX_HTTP_MONETIZE_EXIT_TRIES     10
 
 
 struct ngx_http_monetize_batch_s {
@@ -39,17 +47,23 @@ struct ngx_http_monetize_batch_s {
     ngx_http_monetize_ledger_t        *ledger;
     ngx_uint_t                         n;
     ngx_http_monetize_debit_t        **items;    /* NULL: its owner left */
+    ngx_str_t                         *users;
     ngx_str_t                         *refs;
     ngx_str_t                          params[5];
+    ngx_http_monetize_pg_query_t      *query;    /* the try in flight */
+    ngx_event_t                        deadline;
     ngx_uint_t                         tries;
-    unsigned                           sent:1;   /* an attempt reached it */
+    unsigned                           unknown:1; /* a try got no answer */
 };
 
+
+/* A refund of a debit, or the void of a call (then with its account). */
 
 typedef struct {
     ngx_queue_t                        queue;
     size_t                             len;
-    u_char                             data[1];
+    size_t                             user_len;  /* 0: a refund */
+    u_char                             data[1];   /* reference, user */
 } ngx_http_monetize_refund_t;
 
 
@@ -60,11 +74,14 @@ struct ngx_http_monetize_ledger_s {
     ngx_event_t                        flush;
     ngx_http_monetize_batch_t         *in_flight;
 
-    ngx_queue_t                        refunds;
+    ngx_msec_t                         budget;     /* of a debit */
+
+    ngx_queue_t                        refunds;    /* and voids */
     ngx_uint_t                         nrefunds;
     ngx_pool_t                        *refunding;  /* a batch in flight */
     ngx_uint_t                         nrefunding; /* the queue's first */
     ngx_event_t                        refund_retry;
+    ngx_uint_t                         exit_tries;
 
     unsigned                           initialized:1;
 };
@@ -76,11 +93,16 @@ static ngx_int_t ngx_http_monetize_batch_send(ngx_http_monetize_batch_t *b);
 static void ngx_http_monetize_batch_done(ngx_http_monetize_pg_query_t *q);
 static void ngx_http_monetize_batch_answer(ngx_http_monetize_batch_t *b,
     ngx_http_monetize_pg_query_t *q);
+static void ngx_http_monetize_batch_retry(ngx_http_monetize_batch_t *b);
+static void ngx_http_monetize_batch_expire(ngx_event_t *ev);
 static void ngx_http_monetize_batch_fail(ngx_http_monetize_batch_t *b,
     ngx_uint_t void_refs);
 static void ngx_http_monetize_debit_cleanup(void *data);
+static void ngx_http_monetize_give_back(ngx_http_monetize_ledger_t *ledger,
+    ngx_str_t *user, ngx_str_t *reference);
 static void ngx_http_monetize_refund_flush(ngx_event_t *ev);
 static void ngx_http_monetize_refund_done(ngx_http_monetize_pg_query_t *q);
+static void ngx_http_monetize_refund_later(ngx_http_monetize_ledger_t *ledger);
 
 
 static const char  ngx_http_monetize_debit_sql[] =
@@ -97,12 +119,19 @@ static struct {
     { ngx_string("quota"), NGX_HTTP_MONETIZE_DEBIT_INCLUDED },
     { ngx_string("insufficient_credits"), NGX_HTTP_MONETIZE_DEBIT_REFUSED },
     { ngx_string("quota_exceeded"), NGX_HTTP_MONETIZE_DEBIT_QUOTA_EXCEEDED },
+    { ngx_string("key_revoked"), NGX_HTTP_MONETIZE_DEBIT_KEY_REVOKED },
+    { ngx_string("key_expired"), NGX_HTTP_MONETIZE_DEBIT_KEY_EXPIRED },
+    { ngx_string("account_suspended"), NGX_HTTP_MONETIZE_DEBIT_SUSPENDED },
+    /* "void": voided before, never debited */
     { ngx_null_string, NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE }
 };
 
 static const char  ngx_http_monetize_refund_sql[] =
     "SELECT count(*) FILTER (WHERE applied)"
     "  FROM monetize_refund($1::text[])";
+
+static const char  ngx_http_monetize_void_sql[] =
+    "SELECT count(*) FROM monetize_void($1::uuid[], $2::text[])";
 
 
 ngx_http_monetize_debit_t *
@@ -134,6 +163,8 @@ ngx_http_monetize_debit(ngx_http_monetize_ledger_t *ledger,
 {
     ngx_http_monetize_ledger_init(ledger);
 
+    d->deadline = ngx_current_msec + ledger->budget;
+
     ngx_queue_insert_tail(&ledger->pending, &d->queue);
     d->queued = 1;
 
@@ -159,10 +190,12 @@ ngx_http_monetize_ledger_init(ngx_http_monetize_ledger_t *ledger)
     ledger->flush.data = ledger;
     ledger->flush.log = ngx_cycle->log;
 
+    /* not cancelable: a worker that exits gracefully writes them first */
     ledger->refund_retry.handler = ngx_http_monetize_refund_flush;
     ledger->refund_retry.data = ledger;
     ledger->refund_retry.log = ngx_cycle->log;
-    ledger->refund_retry.cancelable = 1;
+
+    ledger->budget = ngx_http_monetize_pg_timeout(ledger->pg);
 
     ledger->initialized = 1;
 }
@@ -175,6 +208,7 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
 
     u_char                     *p;
     ngx_uint_t                  i, n;
+    ngx_msec_int_t              left;
     ngx_pool_t                 *pool;
     ngx_queue_t                *q;
     ngx_str_t                  *users, *keys, *costs, *quotas;
@@ -199,15 +233,22 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     b->pool = pool;
     b->ledger = ledger;
 
+    b->deadline.handler = ngx_http_monetize_batch_expire;
+    b->deadline.data = b;
+    b->deadline.log = ngx_cycle->log;
+
     b->items = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(void *));
     b->refs = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
+    b->users = ngx_palloc(pool,
+                          NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     users = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     keys = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     costs = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     quotas = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     p = ngx_pnalloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * NGX_INT64_LEN);
 
-    if (b->items == NULL || b->refs == NULL || users == NULL || keys == NULL
+    if (b->items == NULL || b->refs == NULL || b->users == NULL
+        || users == NULL || keys == NULL
         || costs == NULL || quotas == NULL || p == NULL)
     {
         ngx_destroy_pool(pool);
@@ -243,13 +284,26 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
         /* the references outlive the calls: a lost batch is voided */
         b->refs[n].len = d->reference.len;
         b->refs[n].data = ngx_pstrdup(pool, &d->reference);
-        if (b->refs[n].data == NULL) {
+        b->users[n].len = d->user_id.len;
+        b->users[n].data = ngx_pstrdup(pool, &d->user_id);
+
+        if (b->refs[n].data == NULL || b->users[n].data == NULL) {
             n++;
             goto batch_failed;
         }
     }
 
     b->n = n;
+
+    /* the oldest call, first in the queue, sets the batch's deadline */
+
+    left = (ngx_msec_int_t) (b->items[0]->deadline - ngx_current_msec);
+
+    if (left <= 0) {
+        goto batch_failed;
+    }
+
+    ngx_add_timer(&b->deadline, (ngx_msec_t) left);
 
     b->params[0].data = ngx_http_monetize_pg_array(pool, users, n, 0);
     b->params[1].data = ngx_http_monetize_pg_array(pool, keys, n, 0);
@@ -311,6 +365,7 @@ ngx_http_monetize_batch_send(ngx_http_monetize_batch_t *b)
     q->data = b;
 
     b->tries++;
+    b->query = q;
 
     return ngx_http_monetize_pg_send(b->ledger->pg, q);
 }
@@ -321,31 +376,83 @@ ngx_http_monetize_batch_done(ngx_http_monetize_pg_query_t *q)
 {
     ngx_http_monetize_batch_t *b = q->data;
 
-    b->sent |= q->sent;
+    const char  *state;
 
-    if (q->status == NGX_HTTP_MONETIZE_PG_OK) {
+    b->query = NULL;
+
+    switch (q->status) {
+
+    case NGX_HTTP_MONETIZE_PG_OK:
         ngx_http_monetize_batch_answer(b, q);
         return;
-    }
 
-    if (q->status == NGX_HTTP_MONETIZE_PG_UNAVAILABLE) {
+    case NGX_HTTP_MONETIZE_PG_UNAVAILABLE:
 
         /* no answer: perhaps debited, perhaps not; ask again */
 
-        if (b->tries < NGX_HTTP_MONETIZE_BATCH_TRIES
-            && ngx_http_monetize_batch_send(b) == NGX_OK)
-        {
-            return;
+        if (q->sent) {
+            b->unknown = 1;
         }
 
-        /* a batch that never reached the server debited nothing */
-        ngx_http_monetize_batch_fail(b, b->sent);
+        ngx_http_monetize_batch_retry(b);
+        return;
+
+    default:
+        break;
+    }
+
+    state = ngx_http_monetize_pg_sqlstate(q);
+
+    if (ngx_strcmp(state, "40P01") == 0 || ngx_strcmp(state, "40001") == 0) {
+
+        /* a deadlock's or serialization's victim: rolled back, safe */
+
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "monetize: postgres rolled a debit batch back "
+                      "(%s), sending it again", state);
+        ngx_http_monetize_batch_retry(b);
         return;
     }
 
-    /* refused, and so rolled back: nothing was debited */
+    /*
+     * Refused, and so rolled back; but if an earlier try got no answer,
+     * what it did is still unknown.
+     */
+
     ngx_http_monetize_pg_log_refused(ngx_cycle->log, q);
-    ngx_http_monetize_batch_fail(b, 0);
+    ngx_http_monetize_batch_fail(b, b->unknown);
+}
+
+
+static void
+ngx_http_monetize_batch_retry(ngx_http_monetize_batch_t *b)
+{
+    if (b->tries < NGX_HTTP_MONETIZE_BATCH_TRIES
+        && ngx_http_monetize_batch_send(b) == NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_monetize_batch_fail(b, b->unknown);
+}
+
+
+/* The oldest call's deadline: answer now, and void what may be debited. */
+
+static void
+ngx_http_monetize_batch_expire(ngx_event_t *ev)
+{
+    ngx_http_monetize_batch_t *b = ev->data;
+
+    if (b->query && b->query->sent) {
+        b->unknown = 1;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "monetize: a debit batch of %ui calls got no answer "
+                  "within %Mms of its oldest call", b->n, b->ledger->budget);
+
+    ngx_http_monetize_batch_fail(b, b->unknown);
 }
 
 
@@ -358,9 +465,7 @@ ngx_http_monetize_batch_answer(ngx_http_monetize_batch_t *b,
     ngx_str_t                    outcome;
     ngx_uint_t                   i;
     ngx_http_monetize_debit_t   *d;
-    ngx_http_monetize_ledger_t  *ledger;
 
-    ledger = b->ledger;
     rows = PQntuples(q->result);
 
     for (row = 0; row < rows; row++) {
@@ -412,14 +517,14 @@ ngx_http_monetize_batch_answer(ngx_http_monetize_batch_t *b,
 
     /* a call the answer did not mention was not debited */
     ngx_http_monetize_batch_fail(b, 0);
-
-    if (!ngx_queue_empty(&ledger->pending)) {
-        ngx_http_monetize_debit_flush(&ledger->flush);
-    }
 }
 
 
-/* The calls still waiting get "unavailable"; then the batch is gone. */
+/*
+ * The calls still waiting get "unavailable", their references voided if
+ * the batch may have debited them; then the batch is gone, and the calls
+ * that arrived meanwhile go in the next.
+ */
 
 static void
 ngx_http_monetize_batch_fail(ngx_http_monetize_batch_t *b,
@@ -433,12 +538,12 @@ ngx_http_monetize_batch_fail(ngx_http_monetize_batch_t *b,
 
     if (void_refs) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "monetize: a debit batch of %ui calls got no answer "
-                      "after %ui tries; its calls are refused and voided",
-                      b->n, b->tries);
+                      "monetize: a debit batch of %ui calls has no known "
+                      "outcome after %ui tries; its calls are refused and "
+                      "voided", b->n, b->tries);
 
         for (i = 0; i < b->n; i++) {
-            ngx_http_monetize_refund(ledger, &b->refs[i]);
+            ngx_http_monetize_give_back(ledger, &b->users[i], &b->refs[i]);
         }
     }
 
@@ -457,11 +562,22 @@ ngx_http_monetize_batch_fail(ngx_http_monetize_batch_t *b,
         d->handler(d);
     }
 
+    if (b->deadline.timer_set) {
+        ngx_del_timer(&b->deadline);
+    }
+
     if (ledger->in_flight == b) {
         ledger->in_flight = NULL;
     }
 
+    /* a try still queued or running is detached: its answer is dropped */
     ngx_destroy_pool(b->pool);
+
+    if (ledger->in_flight == NULL && !ngx_queue_empty(&ledger->pending)
+        && !ledger->flush.posted)
+    {
+        ngx_post_event(&ledger->flush, &ngx_posted_events);
+    }
 }
 
 
@@ -492,26 +608,42 @@ void
 ngx_http_monetize_refund(ngx_http_monetize_ledger_t *ledger,
     ngx_str_t *debit_reference)
 {
+    ngx_http_monetize_give_back(ledger, NULL, debit_reference);
+}
+
+
+static void
+ngx_http_monetize_give_back(ngx_http_monetize_ledger_t *ledger,
+    ngx_str_t *user, ngx_str_t *reference)
+{
+    size_t                       user_len;
     ngx_http_monetize_refund_t  *rf;
 
     ngx_http_monetize_ledger_init(ledger);
 
     if (ledger->nrefunds >= NGX_HTTP_MONETIZE_REFUNDS_MAX) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "monetize: %ui refunds wait for postgres; the refund "
-                      "of \"%V\" is dropped", ledger->nrefunds,
-                      debit_reference);
+                      "monetize: %ui refunds and voids wait for postgres; "
+                      "the %s of \"%V\" is dropped", ledger->nrefunds,
+                      user ? "void" : "refund", reference);
         return;
     }
 
-    rf = ngx_alloc(sizeof(ngx_http_monetize_refund_t) + debit_reference->len,
-                   ngx_cycle->log);
+    user_len = user ? user->len : 0;
+
+    rf = ngx_alloc(sizeof(ngx_http_monetize_refund_t) + reference->len
+                   + user_len, ngx_cycle->log);
     if (rf == NULL) {
         return;
     }
 
-    rf->len = debit_reference->len;
-    ngx_memcpy(rf->data, debit_reference->data, rf->len);
+    rf->len = reference->len;
+    rf->user_len = user_len;
+    ngx_memcpy(rf->data, reference->data, rf->len);
+
+    if (user_len) {
+        ngx_memcpy(rf->data + rf->len, user->data, user_len);
+    }
 
     ngx_queue_insert_tail(&ledger->refunds, &rf->queue);
     ledger->nrefunds++;
@@ -522,13 +654,15 @@ ngx_http_monetize_refund(ngx_http_monetize_ledger_t *ledger,
 }
 
 
+/* The first refunds, or the first voids, of the queue in one statement. */
+
 static void
 ngx_http_monetize_refund_flush(ngx_event_t *ev)
 {
     ngx_http_monetize_ledger_t *ledger = ev->data;
 
-    ngx_uint_t                     n;
-    ngx_str_t                     *refs;
+    ngx_uint_t                     n, voids;
+    ngx_str_t                     *refs, *users;
     ngx_pool_t                    *pool;
     ngx_queue_t                   *q;
     ngx_http_monetize_refund_t    *rf;
@@ -538,15 +672,20 @@ ngx_http_monetize_refund_flush(ngx_event_t *ev)
         return;
     }
 
+    rf = ngx_queue_data(ngx_queue_head(&ledger->refunds),
+                        ngx_http_monetize_refund_t, queue);
+    voids = (rf->user_len != 0);
+
     pool = ngx_create_pool(8192, ngx_cycle->log);
     if (pool == NULL) {
         goto retry;
     }
 
     refs = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
-    pq = ngx_http_monetize_pg_query_create(pool, 1);
+    users = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
+    pq = ngx_http_monetize_pg_query_create(pool, voids ? 2 : 1);
 
-    if (refs == NULL || pq == NULL) {
+    if (refs == NULL || users == NULL || pq == NULL) {
         ngx_destroy_pool(pool);
         goto retry;
     }
@@ -559,19 +698,36 @@ ngx_http_monetize_refund_flush(ngx_event_t *ev)
          q = ngx_queue_next(q))
     {
         rf = ngx_queue_data(q, ngx_http_monetize_refund_t, queue);
+
+        if ((rf->user_len != 0) != voids) {
+            break;
+        }
+
         refs[n].data = rf->data;
         refs[n].len = rf->len;
+        users[n].data = rf->data + rf->len;
+        users[n].len = rf->user_len;
         n++;
     }
 
-    pq->params[0] = (const char *)
-                        ngx_http_monetize_pg_array(pool, refs, n, 1);
-    if (pq->params[0] == NULL) {
+    if (voids) {
+        pq->params[0] = (const char *)
+                            ngx_http_monetize_pg_array(pool, users, n, 0);
+        pq->params[1] = (const char *)
+                            ngx_http_monetize_pg_array(pool, refs, n, 1);
+        pq->sql = ngx_http_monetize_void_sql;
+
+    } else {
+        pq->params[0] = (const char *)
+                            ngx_http_monetize_pg_array(pool, refs, n, 1);
+        pq->sql = ngx_http_monetize_refund_sql;
+    }
+
+    if (pq->params[0] == NULL || (voids && pq->params[1] == NULL)) {
         ngx_destroy_pool(pool);
         goto retry;
     }
 
-    pq->sql = ngx_http_monetize_refund_sql;
     pq->handler = ngx_http_monetize_refund_done;
     pq->data = ledger;
 
@@ -589,9 +745,7 @@ ngx_http_monetize_refund_flush(ngx_event_t *ev)
 
 retry:
 
-    if (!ledger->refund_retry.timer_set) {
-        ngx_add_timer(&ledger->refund_retry, NGX_HTTP_MONETIZE_REFUND_RETRY);
-    }
+    ngx_http_monetize_refund_later(ledger);
 }
 
 
@@ -600,11 +754,15 @@ ngx_http_monetize_refund_done(ngx_http_monetize_pg_query_t *q)
 {
     ngx_http_monetize_ledger_t *ledger = q->data;
 
-    ngx_uint_t                   i;
-    ngx_queue_t                 *head;
-    ngx_http_monetize_refund_t  *rf;
+    ngx_uint_t                      i;
+    ngx_queue_t                    *head;
+    ngx_http_monetize_refund_t     *rf;
+    ngx_http_monetize_pg_status_e   status;
 
-    if (q->status == NGX_HTTP_MONETIZE_PG_OK) {
+    /* q lives in the pool destroyed below */
+    status = q->status;
+
+    if (status == NGX_HTTP_MONETIZE_PG_OK) {
         for (i = 0; i < ledger->nrefunding; i++) {
             head = ngx_queue_head(&ledger->refunds);
             ngx_queue_remove(head);
@@ -614,7 +772,7 @@ ngx_http_monetize_refund_done(ngx_http_monetize_pg_query_t *q)
             ngx_free(rf);
         }
 
-    } else if (q->status == NGX_HTTP_MONETIZE_PG_ERROR) {
+    } else if (status == NGX_HTTP_MONETIZE_PG_ERROR) {
         ngx_http_monetize_pg_log_refused(ngx_cycle->log, q);
     }
 
@@ -626,8 +784,42 @@ ngx_http_monetize_refund_done(ngx_http_monetize_pg_query_t *q)
         return;
     }
 
-    if (q->status == NGX_HTTP_MONETIZE_PG_OK) {
+    if (status == NGX_HTTP_MONETIZE_PG_OK) {
         ngx_http_monetize_refund_flush(&ledger->refund_retry);
+        return;
+    }
+
+    ngx_http_monetize_refund_later(ledger);
+}
+
+
+/*
+ * Tried again in a second. A worker that exits gracefully waits for the
+ * timer, so its refunds and voids are written; but not forever.
+ */
+
+static void
+ngx_http_monetize_refund_later(ngx_http_monetize_ledger_t *ledger)
+{
+    ngx_queue_t                 *head;
+    ngx_http_monetize_refund_t  *rf;
+
+    if (ngx_exiting
+        && ++ledger->exit_tries > NGX_HTTP_MONETIZE_EXIT_TRIES)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "monetize: %ui refunds and voids could not be written "
+                      "before the worker exits; they are dropped",
+                      ledger->nrefunds);
+
+        while (!ngx_queue_empty(&ledger->refunds)) {
+            head = ngx_queue_head(&ledger->refunds);
+            ngx_queue_remove(head);
+            rf = ngx_queue_data(head, ngx_http_monetize_refund_t, queue);
+            ngx_free(rf);
+        }
+
+        ledger->nrefunds = 0;
         return;
     }
 
@@ -659,7 +851,7 @@ ngx_http_monetize_ledger_exit(ngx_http_monetize_ledger_t *ledger)
 {
     if (ledger->initialized && ledger->nrefunds) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "monetize: %ui refunds were not yet written when the "
-                      "worker exited", ledger->nrefunds);
+                      "monetize: %ui refunds and voids were not yet written "
+                      "when the worker exited", ledger->nrefunds);
     }
 }

@@ -32,7 +32,8 @@ typedef enum {
     NGX_HTTP_MONETIZE_DEBIT_KEY_REVOKED,    /* found so at the debit */
     NGX_HTTP_MONETIZE_DEBIT_KEY_EXPIRED,
     NGX_HTTP_MONETIZE_DEBIT_SUSPENDED,      /* the account is suspended */
-    NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE     /* not debited (or voided) */
+    NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE     /* not debited, and never will
+                                               be: voided if it was sent */
 } ngx_http_monetize_debit_status_e;
 
 
@@ -57,6 +58,7 @@ struct ngx_http_monetize_debit_s {
     time_t                             period_end;    /* of the quota */
 
     /* private to the ledger */
+    ngx_msec_t                         deadline;  /* answered by then */
     ngx_queue_t                        queue;
     ngx_http_monetize_debit_t        **slot;     /* in the batch in flight */
     unsigned                           queued:1;

@@ -14,8 +14,9 @@
 /*
  * A per-worker pool of PostgreSQL connections (ngx_http_monetize_pg_conn.c):
  * queries wait in a FIFO until a connection is idle; a pool of up to
- * "size" connections, opened as needed, replaced when lost. Every query
- * runs under its own timer, and its answer is delivered from a posted
+ * "size" connections, opened as needed, replaced when lost. A query's
+ * wait for a connection and its run on one are bounded each by a timer (the
+ * latter armed when it is sent), and its answer is delivered from a posted
  * event.
  */
 
@@ -44,7 +45,6 @@ ngx_http_monetize_pg_send(ngx_http_monetize_pg_pool_t *pool,
     q->event.handler = ngx_http_monetize_pg_query_timeout;
     q->event.data = q;
     q->event.log = ngx_cycle->log;
-    ngx_add_timer(&q->event, pool->timeout + pool->grace);
 
     if (!ngx_queue_empty(&pool->idle)) {
         head = ngx_queue_head(&pool->idle);
@@ -52,6 +52,9 @@ ngx_http_monetize_pg_send(ngx_http_monetize_pg_pool_t *pool,
         ngx_http_monetize_pg_dispatch(pc, q);
         return NGX_OK;
     }
+
+    /* the wait for a connection has a bound of its own */
+    ngx_add_timer(&q->event, pool->timeout + pool->grace);
 
     ngx_queue_insert_tail(&pool->waiting, &q->queue);
     q->queued = 1;
@@ -174,6 +177,18 @@ ngx_http_monetize_pg_dispatch(ngx_http_monetize_pg_conn_t *pc,
     pc->state = NGX_HTTP_MONETIZE_PG_BUSY;
     pc->query = q;
     q->conn = pc;
+
+    /*
+     * The query's timer runs from here: the server's statement_timeout
+     * starts when the statement arrives, and the grace beyond it is what
+     * lets an answer, even a refusal, come back before we give up on it.
+     */
+
+    if (q->event.timer_set) {
+        ngx_del_timer(&q->event);
+    }
+
+    ngx_add_timer(&q->event, pool->timeout + pool->grace);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "monetize pg: send \"%s\"", q->sql);
@@ -353,11 +368,16 @@ ngx_http_monetize_pg_query_cleanup(void *data)
 {
     ngx_http_monetize_pg_query_t *q = data;
 
+    ngx_msec_int_t  left;
+
     if (q->done || q->pool == NULL) {
         return;
     }
 
+    left = 1;
+
     if (q->event.timer_set) {
+        left = (ngx_msec_int_t) (q->event.timer.key - ngx_current_msec);
         ngx_del_timer(&q->event);
     }
 
@@ -373,6 +393,13 @@ ngx_http_monetize_pg_query_cleanup(void *data)
     }
 
     if (q->conn) {
+        /*
+         * The statement still runs on its connection, which keeps the
+         * query's deadline: a hung statement never holds it for good.
+         */
+
+        ngx_add_timer(q->conn->connection->read, left > 0 ? left : 1);
+
         q->conn->query = NULL;
         q->conn = NULL;
     }
@@ -385,6 +412,15 @@ ngx_str_t *
 ngx_http_monetize_pg_name(ngx_http_monetize_pg_pool_t *pool)
 {
     return &pool->conninfo.name;
+}
+
+
+/* The longest a sent query waits for its answer. */
+
+ngx_msec_t
+ngx_http_monetize_pg_timeout(ngx_http_monetize_pg_pool_t *pool)
+{
+    return pool->timeout + pool->grace;
 }
 
 

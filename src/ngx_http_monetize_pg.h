@@ -76,6 +76,7 @@ ngx_http_monetize_pg_pool_t *ngx_http_monetize_pg_pool_create(ngx_conf_t *cf,
     ngx_str_t *conninfo, ngx_uint_t size, ngx_msec_t timeout);
 void ngx_http_monetize_pg_pool_close(ngx_http_monetize_pg_pool_t *pool);
 ngx_str_t *ngx_http_monetize_pg_name(ngx_http_monetize_pg_pool_t *pool);
+ngx_msec_t ngx_http_monetize_pg_timeout(ngx_http_monetize_pg_pool_t *pool);
 ngx_int_t ngx_http_monetize_pg_listen(ngx_http_monetize_pg_pool_t *pool,
     const char *sql, ngx_http_monetize_pg_notify_pt handler, void *data);
 ngx_uint_t ngx_http_monetize_pg_listening(ngx_http_monetize_pg_pool_t *pool);

@@ -158,6 +158,17 @@ ngx_http_monetize_pg_event_handler(ngx_event_t *ev)
 
     if (ev->timedout) {
         ev->timedout = 0;
+
+        if (pc->state == NGX_HTTP_MONETIZE_PG_BUSY) {
+            /* the deadline of a query whose owner went away */
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "monetize: postgres \"%V\" did not answer a "
+                          "statement whose caller left; closing its "
+                          "connection", &pc->pool->conninfo.name);
+            ngx_http_monetize_pg_close(pc, 0);
+            return;
+        }
+
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "monetize: connecting to postgres \"%V\" timed out",
                       &pc->pool->conninfo.name);
@@ -314,6 +325,10 @@ ngx_http_monetize_pg_read(ngx_http_monetize_pg_conn_t *pc)
     return;
 
 done:
+
+    if (pc->connection->read->timer_set) {
+        ngx_del_timer(pc->connection->read);
+    }
 
     res = pc->result;
     q = pc->query;
