@@ -19,8 +19,9 @@ for (['rich', 'A', 'a', credits => 10], ['poor', 'P', 'b', credits => 1],
         key_ids => ["00000000-0000-4000-8000-00000000000$id"], %o);
 }
 
-plan tests => scalar blocks();
+plan tests => scalar blocks() + 1;
 run_tests();
+Test::Monetize::reconcile();
 
 __DATA__
 

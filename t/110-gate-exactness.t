@@ -117,4 +117,7 @@ my ($after) = Test::Monetize::psql(
     . "  FROM balances WHERE user_id = \$1", $user3);
 is_deeply $after, [3, 2], '... and nothing was debited twice';
 
+Test::Monetize::reconcile(
+    served => [map { $_->{headers}{'x-request-id'} } $be->requests]);
+
 done_testing;

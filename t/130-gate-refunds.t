@@ -24,17 +24,20 @@ my $ngx = Test::Monetize::Nginx->start(
         monetize_gate on;
         monetize_cost 5;
         monetize_refund_on 5xx;
+        proxy_set_header X-Request-Id \$request_id;
         proxy_pass http://$upstream;
     }
     location /some/ {
         monetize_gate on;
         monetize_cost 5;
         monetize_refund_on 502 503;
+        proxy_set_header X-Request-Id \$request_id;
         proxy_pass http://$upstream;
     }
     location /none/ {
         monetize_gate on;
         monetize_cost 5;
+        proxy_set_header X-Request-Id \$request_id;
         proxy_pass http://$upstream;
     }
     location /down/ {
@@ -101,5 +104,8 @@ my ($ref) = map { $_->[0] } Test::Monetize::psql(
 my @again = Test::Monetize::psql(
     "SELECT applied FROM monetize_refund(ARRAY[\$1, \$1])", $ref);
 is_deeply \@again, [['f'], ['f']], 'asking again refunds nothing more';
+
+Test::Monetize::reconcile(
+    served => [map { $_->{headers}{'x-request-id'} } $be->requests]);
 
 done_testing;

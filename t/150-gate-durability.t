@@ -152,4 +152,6 @@ is $balance->[0],
     $GRANT - scalar(keys %debited) + scalar(keys %refunded),
     'the balance: the grant, less the debits, plus the refunds';
 
+Test::Monetize::reconcile(served => [keys %served]);
+
 done_testing;

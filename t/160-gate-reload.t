@@ -62,4 +62,6 @@ my ($ledger) = Test::Monetize::psql(
 is $ledger->[0], $ledger->[1], 'the ledger sums to the balance';
 is $ledger->[2], 1200, 'and the quota counted each call once';
 
+Test::Monetize::reconcile();
+
 done_testing;

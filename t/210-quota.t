@@ -96,4 +96,6 @@ is scalar(grep { $_->{status} == 200 } @res), 50,
 ok !defined $res[0]{headers}{'x-quota-remaining'},
     '... and no X-Quota-Remaining, there being no number to tell';
 
+Test::Monetize::reconcile();
+
 done_testing;
