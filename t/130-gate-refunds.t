@@ -105,6 +105,24 @@ my @again = Test::Monetize::psql(
     "SELECT applied FROM monetize_refund(ARRAY[\$1, \$1])", $ref);
 is_deeply \@again, [['f'], ['f']], 'asking again refunds nothing more';
 
+# --- many refunds at once: batches of them follow each other -------------
+
+my ($busy) = Test::Monetize::account(credits => 1000, keys => [
+    'sk_live_' . ('B' x 32)]);
+my @many = $ngx->parallel([map {
+    [GET => "/all/503?$_", headers => {'X-API-Key' => 'sk_live_' . ('B' x 32)}]
+} 1 .. 60], concurrency => 30);
+is scalar(grep { $_->{status} == 503 } @many), 60,
+    '60 concurrent calls the upstream fails';
+ok Test::Monetize::wait_until(10, sub {
+        my ($n) = Test::Monetize::psql(
+            "SELECT count(*) FROM credit_ledger"
+            . " WHERE user_id = \$1 AND kind = 'refund'", $busy);
+        $n->[0] == 60 }),
+    '... all refunded';
+unlike $ngx->error_log_since(0), qr/AddressSanitizer|exited on signal/,
+    'no memory error, no worker crash';
+
 Test::Monetize::reconcile(
     served => [map { $_->{headers}{'x-request-id'} } $be->requests]);
 
