@@ -58,20 +58,16 @@ BEGIN
          WHERE b.user_id = p_user FOR UPDATE;
     END IF;
 
-    -- a test holds the statement here, the account locked, to race it
-    IF current_setting('monetize.test_hold', true) = 'on' THEN
-        PERFORM pg_advisory_xact_lock_shared(7007);
-    END IF;
-
     RETURN coalesce(v_balance, 0);
 END
 $$;
 
 
--- The gate's charge for a batch of calls. For each account, in uuid order,
--- take its lock, then read (under the lock, with the database's clock)
--- what this batch already did, its keys and whether it is suspended; then
--- for each of its calls in arrival order:
+-- The gate's charge for a batch of calls. Lock the batch's accounts, in
+-- uuid order; then read (under the locks, with the database's clock) what
+-- this batch already did, its keys and its suspended accounts, in three
+-- statements for the whole batch; then for each account, each of its
+-- calls in arrival order:
 --
 --   already recorded        its recorded outcome ('void' if voided)
 --   key revoked or gone     key_revoked
@@ -97,18 +93,21 @@ LANGUAGE plpgsql AS $$
 DECLARE
     n           integer := coalesce(array_length(p_users, 1), 0);
     v_user      uuid;
+    v_users     uuid[] := '{}';
+    v_balances  bigint[] := '{}';
     v_balance   bigint;
     v_quota     bigint;         -- the plan's monthly calls; NULL: unlimited
     v_start     timestamptz;    -- of the billing period
     v_finish    timestamptz;
     v_used      bigint;
     v_now       timestamptz;
-    v_suspended boolean;
     v_done      text[];
     v_done_out  text[];
-    v_found     uuid[];
+    v_key_ids   uuid[];
+    v_key_users uuid[];
     v_revoked   uuid[];
     v_expired   uuid[];
+    v_suspended uuid[];
     v_outcome   text[] := array_fill(NULL::text, ARRAY[n]);
     v_after     bigint[] := array_fill(0::bigint, ARRAY[n]);
     v_left      bigint[] := array_fill(NULL::bigint, ARRAY[n]);
@@ -118,41 +117,48 @@ DECLARE
     v_counted   bigint;
     v_key       uuid;
     v_pos       integer;
+    u           integer;
     i           integer;
 BEGIN
     IF n = 0 THEN
         RETURN;
     END IF;
 
-    FOR v_user IN SELECT DISTINCT u FROM unnest(p_users) AS u ORDER BY u
+    FOR v_user IN SELECT DISTINCT x FROM unnest(p_users) AS x ORDER BY x
     LOOP
-        v_balance := monetize_lock_account(v_user);
-        v_now := clock_timestamp();
+        v_users := v_users || v_user;
+        v_balances := v_balances || monetize_lock_account(v_user);
+    END LOOP;
 
-        -- "= ANY (array)" is planned at each call (EXECUTE): a plan cached
-        -- while a table was small would scan all of it ever after
+    v_now := clock_timestamp();
 
-        EXECUTE 'SELECT coalesce(array_agg(c.reference), ''{}''),'
-             || '       coalesce(array_agg(CASE WHEN c.voided_at IS NULL'
-             || '                          THEN c.outcome ELSE ''void'''
-             || '                          END), ''{}'')'
-             || '  FROM gate_calls c'
-             || ' WHERE c.reference = ANY ($1) AND c.user_id = $2'
-           INTO v_done, v_done_out USING p_refs, v_user;
+    -- "= ANY (array)" is planned at each call (EXECUTE): a plan cached
+    -- while a table was small would scan all of it ever after
 
-        EXECUTE 'SELECT coalesce(array_agg(a.id), ''{}''),'
-             || '       coalesce(array_agg(a.id) FILTER'
-             || '                (WHERE a.revoked_at IS NOT NULL), ''{}''),'
-             || '       coalesce(array_agg(a.id) FILTER'
-             || '                (WHERE a.expires_at <= $3), ''{}'')'
-             || '  FROM api_keys a'
-             || ' WHERE a.id = ANY ($1) AND a.user_id = $2'
-           INTO v_found, v_revoked, v_expired USING p_keys, v_user, v_now;
+    EXECUTE 'SELECT coalesce(array_agg(c.reference), ''{}''),'
+         || '       coalesce(array_agg(CASE WHEN c.voided_at IS NULL'
+         || '                          THEN c.outcome ELSE ''void'''
+         || '                          END), ''{}'')'
+         || '  FROM gate_calls c WHERE c.reference = ANY ($1)'
+       INTO v_done, v_done_out USING p_refs;
 
-        SELECT u.suspended_at IS NOT NULL INTO v_suspended
-          FROM users u WHERE u.id = v_user;
+    EXECUTE 'SELECT coalesce(array_agg(a.id), ''{}''),'
+         || '       coalesce(array_agg(a.user_id), ''{}''),'
+         || '       coalesce(array_agg(a.id) FILTER'
+         || '                (WHERE a.revoked_at IS NOT NULL), ''{}''),'
+         || '       coalesce(array_agg(a.id) FILTER'
+         || '                (WHERE a.expires_at <= $2), ''{}'')'
+         || '  FROM api_keys a WHERE a.id = ANY ($1)'
+       INTO v_key_ids, v_key_users, v_revoked, v_expired
+       USING p_keys, v_now;
 
-        v_suspended := coalesce(v_suspended, true);
+    EXECUTE 'SELECT coalesce(array_agg(s.id), ''{}'') FROM users s'
+         || ' WHERE s.id = ANY ($1) AND s.suspended_at IS NOT NULL'
+       INTO v_suspended USING v_users;
+
+    FOR u IN 1 .. array_length(v_users, 1) LOOP
+        v_user := v_users[u];
+        v_balance := v_balances[u];
         v_quota := NULL;
         v_used := NULL;
         v_counted := 0;
@@ -178,7 +184,8 @@ BEGIN
             IF v_pos IS NOT NULL THEN
                 v_outcome[i] := v_done_out[v_pos];
 
-            ELSIF NOT p_keys[i] = ANY (v_found)
+            ELSIF v_key_users[array_position(v_key_ids, p_keys[i])]
+                      IS DISTINCT FROM v_user
                   OR p_keys[i] = ANY (v_revoked)
             THEN
                 v_outcome[i] := 'key_revoked';
@@ -186,7 +193,7 @@ BEGIN
             ELSIF p_keys[i] = ANY (v_expired) THEN
                 v_outcome[i] := 'key_expired';
 
-            ELSIF v_suspended THEN
+            ELSIF v_user = ANY (v_suspended) THEN
                 v_outcome[i] := 'account_suspended';
 
             ELSIF p_quota[i]
