@@ -448,9 +448,13 @@ ngx_http_monetize_batch_expire(ngx_event_t *ev)
         b->unknown = 1;
     }
 
-    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                  "monetize: a debit batch of %ui calls got no answer "
-                  "within %Mms of its oldest call", b->n, b->ledger->budget);
+    if (!b->unknown) {
+        /* else batch_fail() says it */
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "monetize: a debit batch of %ui calls was not sent "
+                      "within %Mms of its oldest call; its calls are "
+                      "refused", b->n, b->ledger->budget);
+    }
 
     ngx_http_monetize_batch_fail(b, b->unknown);
 }

@@ -54,7 +54,8 @@ sub balance {
 
 sub call {
     my ($ngx, $key, %o) = @_;
-    return $ngx->start_request('GET', '/api/x', headers => {'X-API-Key' => $key},
+    return $ngx->start_request('GET', '/api/x',
+                               headers => {'X-API-Key' => $key},
                                timeout => $o{timeout} // 10);
 }
 
