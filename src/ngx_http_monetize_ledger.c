@@ -215,6 +215,31 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     ngx_http_monetize_batch_t  *b;
     ngx_http_monetize_debit_t  *d;
 
+    if (ledger->in_flight) {
+        return;
+    }
+
+    /*
+     * A call that waited its whole time behind the last batch was never
+     * sent: it is refused, and nothing to void. The oldest come first.
+     */
+
+    while (!ngx_queue_empty(&ledger->pending)) {
+        q = ngx_queue_head(&ledger->pending);
+        d = ngx_queue_data(q, ngx_http_monetize_debit_t, queue);
+
+        if ((ngx_msec_int_t) (d->deadline - ngx_current_msec) > 0) {
+            break;
+        }
+
+        ngx_queue_remove(q);
+        d->queued = 0;
+        d->done = 1;
+        d->status = NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE;
+
+        d->handler(d);
+    }
+
     if (ledger->in_flight || ngx_queue_empty(&ledger->pending)) {
         return;
     }
@@ -298,12 +323,7 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     /* the oldest call, first in the queue, sets the batch's deadline */
 
     left = (ngx_msec_int_t) (b->items[0]->deadline - ngx_current_msec);
-
-    if (left <= 0) {
-        goto batch_failed;
-    }
-
-    ngx_add_timer(&b->deadline, (ngx_msec_t) left);
+    ngx_add_timer(&b->deadline, left > 0 ? (ngx_msec_t) left : 1);
 
     b->params[0].data = ngx_http_monetize_pg_array(pool, users, n, 0);
     b->params[1].data = ngx_http_monetize_pg_array(pool, keys, n, 0);
