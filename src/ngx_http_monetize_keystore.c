@@ -39,17 +39,9 @@ static void ngx_http_monetize_keystore_notify(void *data, const char *channel,
     const char *payload);
 
 
+/* in sql/006_keys.sql: one row, or none for a hash of no key */
 static const char  ngx_http_monetize_keystore_sql[] =
-    "SELECT k.id, k.user_id, k.revoked_at IS NOT NULL,"
-    "       coalesce(extract(epoch FROM k.expires_at)::bigint, 0),"
-    "       u.suspended_at IS NOT NULL, coalesce(b.balance, 0),"
-    "       p.id, p.rate_limit_rps, p.rate_limit_burst"
-    "  FROM api_keys k"
-    "  JOIN users u ON u.id = k.user_id"
-    "  LEFT JOIN balances b ON b.user_id = k.user_id"
-    "  LEFT JOIN plans p ON p.id = (SELECT plan_id"
-    "                                 FROM monetize_plan_of(k.user_id))"
-    " WHERE k.key_hash = $1";
+    "SELECT * FROM monetize_gate_key($1)";
 
 
 /*
