@@ -36,7 +36,8 @@ struct ngx_http_monetize_cache_s {
 };
 
 
-#define ngx_http_monetize_cached(e)  ((ngx_http_monetize_cached_t *) (e)->value)
+#define ngx_http_monetize_cached(e)                                          \
+    ((ngx_http_monetize_cached_t *) ngx_http_monetize_shm_value(e))
 
 
 ngx_int_t

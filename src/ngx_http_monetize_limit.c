@@ -59,7 +59,7 @@ ngx_int_t
 ngx_http_monetize_limit_local(ngx_http_monetize_shm_t *zone, ngx_str_t *key,
     int64_t interval, ngx_uint_t burst, ngx_http_monetize_limit_t *lim)
 {
-    int64_t                         now, tat;
+    int64_t                         now, *tat;
     ngx_time_t                     *tp;
     ngx_http_monetize_shm_entry_t  *e;
 
@@ -82,9 +82,8 @@ ngx_http_monetize_limit_local(ngx_http_monetize_shm_t *zone, ngx_str_t *key,
         }
     }
 
-    ngx_memcpy(&tat, e->value, sizeof(int64_t));
-    ngx_http_monetize_gcra(&tat, now, interval, burst, lim);
-    ngx_memcpy(e->value, &tat, sizeof(int64_t));
+    tat = ngx_http_monetize_shm_value(e);
+    ngx_http_monetize_gcra(tat, now, interval, burst, lim);
 
     ngx_http_monetize_shm_unlock(zone);
 

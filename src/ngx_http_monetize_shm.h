@@ -19,8 +19,9 @@
 /*
  * A table in shared memory, in the way of limit_req: keys of up to 48 bytes,
  * values of one fixed size, a red-black tree to find them, a queue to evict
- * the least recently used when the zone is full. Every call but lock/unlock
- * is made under the lock.
+ * the least recently used when the zone is full; and, for its user, one
+ * area of the zone's own (zeroed when the zone is made, kept on reload).
+ * Every call but lock/unlock and data is made under the lock.
  */
 
 typedef struct ngx_http_monetize_shm_s  ngx_http_monetize_shm_t;
@@ -31,12 +32,21 @@ typedef struct {
     ngx_queue_t                      queue;    /* most recent first */
     u_char                           len;
     u_char                           key[NGX_HTTP_MONETIZE_SHM_KEY_MAX];
-    u_char                           value[1];
 } ngx_http_monetize_shm_entry_t;
+
+
+/*
+ * The value follows the entry at the entry's own alignment, that of a
+ * pointer or an int64_t, so a value may be any struct of such fields.
+ */
+#define ngx_http_monetize_shm_value(e)  ((void *) ((e) + 1))
 
 
 ngx_http_monetize_shm_t *ngx_http_monetize_shm_add(ngx_conf_t *cf,
     ngx_str_t *name, size_t size, size_t value_size, const char *directive);
+void ngx_http_monetize_shm_add_data(ngx_http_monetize_shm_t *shm,
+    size_t size);
+void *ngx_http_monetize_shm_data(ngx_http_monetize_shm_t *shm);
 
 void ngx_http_monetize_shm_lock(ngx_http_monetize_shm_t *shm);
 void ngx_http_monetize_shm_unlock(ngx_http_monetize_shm_t *shm);
