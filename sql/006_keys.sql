@@ -38,3 +38,34 @@ BEGIN
 END
 $$;
 
+
+-- A plan's rate limit, as the limiters can keep it: at most one call a
+-- microsecond, at least one call a second; a burst of at least one call.
+-- Rows made before this constraint that break it keep being refused by the
+-- gate (500, and a log line naming the plan) until they are fixed; the
+-- constraint is then validated by hand:
+--     ALTER TABLE plans VALIDATE CONSTRAINT plans_rate_limit_bounds;
+ALTER TABLE plans ADD CONSTRAINT plans_rate_limit_bounds
+    CHECK (rate_limit_rps BETWEEN 1 AND 1000000
+           AND rate_limit_burst BETWEEN 1 AND 1000000) NOT VALID;
+
+DO $$
+DECLARE
+    v_bad  text;
+BEGIN
+    SELECT string_agg(format('%s (%s/s, burst %s)', p.id, p.rate_limit_rps,
+                             p.rate_limit_burst), ', ')
+      INTO v_bad
+      FROM plans p
+     WHERE NOT (p.rate_limit_rps BETWEEN 1 AND 1000000
+                AND p.rate_limit_burst BETWEEN 1 AND 1000000);
+
+    IF v_bad IS NULL THEN
+        ALTER TABLE plans VALIDATE CONSTRAINT plans_rate_limit_bounds;
+    ELSE
+        RAISE WARNING 'plans whose rate limit cannot be kept: %; fix them, '
+                      'then VALIDATE CONSTRAINT plans_rate_limit_bounds',
+                      v_bad;
+    END IF;
+END
+$$;

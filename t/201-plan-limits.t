@@ -64,7 +64,7 @@ my @res = $ngx->parallel([map { [GET => "/api/$_",
 is_deeply [map { $_->{status} // $_->{error} } @res], [(500) x 20],
     'its calls are refused with 500, on both workers';
 is $res[0]{json}{error}{code}, 'internal_error', '... internal_error';
-ok $ngx->wait_for_log(qr/monetize: a rate limit of 2000000 calls a second .*cannot be kept/,
+ok $ngx->wait_for_log(qr/monetize: the rate limit of "k:[-0-9a-f]{36}" .*cannot be kept/,
                       since => $mark),
     '... and the log says why';
 unlike $ngx->error_log_since($mark), qr/exited on signal|SIGFPE/,
