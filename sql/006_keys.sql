@@ -39,6 +39,41 @@ END
 $$;
 
 
+
+-- GET /plans: the active plans and credit packs, as one JSON document. With
+-- monetize.test_hold on, it takes advisory lock 60062 after it read them
+-- (see monetize_gate_key).
+CREATE FUNCTION monetize_plans_json() RETURNS json
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_json  json;
+BEGIN
+    SELECT json_build_object(
+      'plans', (SELECT coalesce(json_agg(json_build_object(
+                   'id', p.id, 'name', p.name,
+                   'price_cents', p.price_cents, 'currency', p.currency,
+                   'interval', p.interval,
+                   'monthly_quota', p.monthly_quota,
+                   'rate_limit', json_build_object(
+                       'requests_per_second', p.rate_limit_rps,
+                       'burst', p.rate_limit_burst))
+                   ORDER BY p.sort_order, p.id), '[]')
+                FROM plans p WHERE p.active),
+      'credit_packs', (SELECT coalesce(json_agg(json_build_object(
+                   'id', c.id, 'name', c.name, 'credits', c.credits,
+                   'price_cents', c.price_cents, 'currency', c.currency)
+                   ORDER BY c.sort_order, c.id), '[]')
+                FROM credit_packs c WHERE c.active))
+      INTO v_json;
+
+    IF current_setting('monetize.test_hold', true) = 'on' THEN
+        PERFORM pg_advisory_xact_lock(60062);
+    END IF;
+
+    RETURN v_json;
+END
+$$;
+
 -- A plan's rate limit, as the limiters can keep it: at most one call a
 -- microsecond, at least one call a second; a burst of at least one call.
 -- Rows made before this constraint that break it keep being refused by the

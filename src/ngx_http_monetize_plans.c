@@ -31,23 +31,9 @@ static ngx_int_t ngx_http_monetize_plans_send(ngx_http_request_t *r,
     ngx_str_t *json);
 
 
+/* in sql/006_keys.sql */
 static const char  ngx_http_monetize_plans_sql[] =
-    "SELECT json_build_object("
-    "  'plans', (SELECT coalesce(json_agg(json_build_object("
-    "               'id', p.id, 'name', p.name,"
-    "               'price_cents', p.price_cents, 'currency', p.currency,"
-    "               'interval', p.interval,"
-    "               'monthly_quota', p.monthly_quota,"
-    "               'rate_limit', json_build_object("
-    "                   'requests_per_second', p.rate_limit_rps,"
-    "                   'burst', p.rate_limit_burst))"
-    "               ORDER BY p.sort_order, p.id), '[]')"
-    "            FROM plans p WHERE p.active),"
-    "  'credit_packs', (SELECT coalesce(json_agg(json_build_object("
-    "               'id', c.id, 'name', c.name, 'credits', c.credits,"
-    "               'price_cents', c.price_cents, 'currency', c.currency)"
-    "               ORDER BY c.sort_order, c.id), '[]')"
-    "            FROM credit_packs c WHERE c.active))";
+    "SELECT monetize_plans_json()";
 
 
 /* per worker: the answer, and the plans_version it was made at */
