@@ -160,15 +160,6 @@ ngx_http_monetize_shm_remove(ngx_http_monetize_shm_t *shm,
 }
 
 
-/* For a walk over all entries, most recent first, under the lock. */
-
-ngx_queue_t *
-ngx_http_monetize_shm_queue(ngx_http_monetize_shm_t *shm)
-{
-    return &shm->sh->queue;
-}
-
-
 /* The zone's own area; set once when the zone is made, read without lock. */
 
 void *

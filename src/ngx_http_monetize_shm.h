@@ -59,7 +59,6 @@ void ngx_http_monetize_shm_touch(ngx_http_monetize_shm_t *shm,
     ngx_http_monetize_shm_entry_t *e);
 void ngx_http_monetize_shm_remove(ngx_http_monetize_shm_t *shm,
     ngx_http_monetize_shm_entry_t *e);
-ngx_queue_t *ngx_http_monetize_shm_queue(ngx_http_monetize_shm_t *shm);
 
 
 #endif /* _NGX_HTTP_MONETIZE_SHM_H_INCLUDED_ */
