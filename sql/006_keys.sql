@@ -10,9 +10,9 @@
 --
 -- monetize.test_hold is a hook for tests of races, never set in production:
 -- when a session has it 'on' (options='-c monetize.test_hold=on' in the
--- conninfo), the lookup takes the advisory lock 60061 after it read the row and before it
--- answers, so a test that holds that lock from another session can change
--- the key while a gate still carries the old row.
+-- conninfo), the lookup takes the advisory lock 60061 after it read the row
+-- and before it answers, so a test that holds that lock from another
+-- session can change the key while a gate still carries the old row.
 CREATE FUNCTION monetize_gate_key(p_key_hash text)
 RETURNS TABLE (key_id uuid, key_user uuid, key_revoked boolean,
                key_expires_in bigint, user_suspended boolean,

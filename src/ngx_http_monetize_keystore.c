@@ -174,6 +174,7 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
             info->expires_at = kc->started
                                + (ngx_msec_t) ngx_max(left, 0);
         }
+
         info->rate = (int32_t) ngx_max(ngx_min(rate, INT32_MAX), INT32_MIN);
         info->burst = (int32_t) ngx_max(ngx_min(burst, INT32_MAX), INT32_MIN);
 
