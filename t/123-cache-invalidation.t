@@ -13,6 +13,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Monetize;
+use Digest::SHA ();
 
 my $ngx = Test::Monetize::Nginx->start(
     workers => 2,
@@ -37,7 +38,25 @@ ok $ngx->wait_for_log(qr/listening for changes on postgres(?s:.*)listening for c
     'both workers listen for changes';
 
 my ($user, @own) = Test::Monetize::account(keys => 3);
-my @others = map { my ($u, @k) = Test::Monetize::account(keys => 10); @k } 1 .. 10;
+
+# 10 more accounts of 10 keys each, in one statement
+my (@others, @rows);
+for my $a (1 .. 10) {
+    for my $k (1 .. 10) {
+        my $key = sprintf 'sk_live_%08d%08d%016d', $$, 9000 + $a, $k;
+        push @others, $key;
+        push @rows, sprintf "('00000000-0000-4000-8000-%012d'::uuid, '%s', 'sk_live_%s')",
+            $a, Digest::SHA::hmac_sha256_hex($key, $ENV{MONETIZE_KEY_SECRET}),
+            substr($key, 8, 4);
+    }
+}
+Test::Monetize::psql(
+    "INSERT INTO users (id, email, password_hash)"
+    . " SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,"
+    . "        'other' || i || '\@example.com', 'x'"
+    . "   FROM generate_series(1, 10) AS i;"
+    . " INSERT INTO api_keys (user_id, key_hash, prefix) VALUES "
+    . join(', ', @rows));
 
 sub statuses {
     my @keys = @_;
