@@ -107,7 +107,9 @@ ngx_http_monetize_shm_insert(ngx_http_monetize_shm_t *shm, u_char *key,
         return NULL;
     }
 
-    size = sizeof(ngx_http_monetize_shm_entry_t) + shm->value_size;
+    size = ngx_align(offsetof(ngx_http_monetize_shm_entry_t, key) + len,
+                     NGX_ALIGNMENT)
+           + shm->value_size;
 
     for ( ;; ) {
         e = ngx_slab_alloc_locked(shm->shpool, size);
@@ -129,9 +131,9 @@ ngx_http_monetize_shm_insert(ngx_http_monetize_shm_t *shm, u_char *key,
         }
     }
 
-    ngx_memzero(ngx_http_monetize_shm_value(e), shm->value_size);
     ngx_memcpy(e->key, key, len);
     e->len = (u_char) len;
+    ngx_memzero(ngx_http_monetize_shm_value(e), shm->value_size);
     e->node.key = ngx_crc32_short(key, len);
 
     ngx_rbtree_insert(&shm->sh->rbtree, &e->node);

@@ -31,15 +31,16 @@ typedef struct {
     ngx_rbtree_node_t                node;     /* key: crc32 of the key */
     ngx_queue_t                      queue;    /* most recent first */
     u_char                           len;
-    u_char                           key[NGX_HTTP_MONETIZE_SHM_KEY_MAX];
+    u_char                           key[1];   /* "len" bytes */
 } ngx_http_monetize_shm_entry_t;
 
 
 /*
- * The value follows the entry at the entry's own alignment, that of a
- * pointer or an int64_t, so a value may be any struct of such fields.
+ * The value follows the key, aligned as nginx aligns its own allocations
+ * (for a pointer, an int64_t, a time_t), as limit_req lays out its nodes.
  */
-#define ngx_http_monetize_shm_value(e)  ((void *) ((e) + 1))
+#define ngx_http_monetize_shm_value(e)                                       \
+    ((void *) ngx_align_ptr((e)->key + (e)->len, NGX_ALIGNMENT))
 
 
 ngx_http_monetize_shm_t *ngx_http_monetize_shm_add(ngx_conf_t *cf,
