@@ -34,6 +34,11 @@ my $ngx = Test::Monetize::Nginx->start(
         monetize_cost 0;
         proxy_pass http://127.0.0.1:$server_port/backend/;
     }
+    location /paid/ {
+        monetize_gate on;
+        monetize_cost 1;
+        proxy_pass http://127.0.0.1:$server_port/backend/;
+    }
     location /backend/ { return 200 "served\n"; }
 CONF
 
@@ -99,6 +104,36 @@ my @after = map { call($victim) } 1 .. 6;
 is_deeply [map { $_->{status} } @after], [(403) x 6],
     'the revoked key is refused at once, on every call';
 is $after[0]{json}{error}{code}, 'key_revoked', '... as key_revoked';
+
+# --- the same on a location that charges ----------------------------------
+
+my ($user4, $key4, $victim4) = Test::Monetize::account(keys => 2,
+                                                       credits => 100);
+my ($victim4_id) = map { $_->[0] } Test::Monetize::psql(
+    "SELECT id FROM api_keys WHERE key_hash = \$1", hash_of($victim4));
+
+$s->query('SELECT pg_advisory_lock(60061)');
+$held = $ngx->start_request('GET', '/api/held',
+                            headers => {'X-API-Key' => $victim4});
+ok lookup_waits(), 'a lookup of a key of a funded account is held';
+
+$mark = $ngx->error_log_mark;
+is $ngx->request('DELETE', "/v1/keys/$victim4_id",
+                 headers => {'X-API-Key' => $key4})->{status}, 204,
+    'meanwhile DELETE /keys/{id}: 204';
+ok heard_twice('monetize keystore: monetize_keys changed: '
+               . hash_of($victim4), $mark),
+    '... and both workers heard of it';
+$s->query('SELECT pg_advisory_unlock(60061)');
+$ngx->finish_request($held);
+
+@after = map { $ngx->request('GET', '/paid/x',
+                             headers => {'X-API-Key' => $victim4}) } 1 .. 6;
+is_deeply [map { $_->{status} } @after], [(403) x 6],
+    'a location that charges refuses the revoked key at once';
+is_deeply [Test::Monetize::psql(
+    "SELECT count(*) FROM credit_ledger WHERE user_id = \$1 AND delta < 0",
+    $user4)], [[0]], '... and charges nothing';
 
 # --- an account suspended while a lookup of its key is held ----------------
 
