@@ -34,6 +34,13 @@
 #define NGX_HTTP_MONETIZE_CACHE_SLOTS         1024
 
 
+#define ngx_http_monetize_cached(e)                                          \
+    ((ngx_http_monetize_cached_t *) ngx_http_monetize_shm_value(e))
+
+#define ngx_http_monetize_cache_slot(p, len)                                 \
+    (ngx_crc32_short(p, len) % NGX_HTTP_MONETIZE_CACHE_SLOTS)
+
+
 typedef struct {
     uint64_t                         generation;
     uint64_t                         flushed;
@@ -57,13 +64,6 @@ struct ngx_http_monetize_cache_s {
 static ngx_uint_t ngx_http_monetize_cache_fresh(
     ngx_http_monetize_cache_sh_t *sh, u_char *hash,
     ngx_http_monetize_key_info_t *info, uint64_t generation);
-
-
-#define ngx_http_monetize_cached(e)                                          \
-    ((ngx_http_monetize_cached_t *) ngx_http_monetize_shm_value(e))
-
-#define ngx_http_monetize_cache_slot(p, len)                                 \
-    (ngx_crc32_short(p, len) % NGX_HTTP_MONETIZE_CACHE_SLOTS)
 
 
 /*
