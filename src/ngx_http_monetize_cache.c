@@ -18,13 +18,38 @@
  * hash of an API key. Entries live for the zone's ttl; "no such key" is
  * cached too, for at most 10s. Changes in PostgreSQL reach it through
  * LISTEN/NOTIFY (ngx_http_monetize_keystore.c), not the ttl.
+ *
+ * A change is one step under the lock, whatever the cache holds: the zone's
+ * generation moves on, and the change records it in a slot that the key's
+ * hash, or the account's id, falls in (or, for all, in "flushed"). Each
+ * entry carries the generation at which its lookup began; an entry older
+ * than a change that concerns it is stale, and so is a lookup that began
+ * before it: a row read before a revocation committed is never stored after
+ * the revocation was heard. Two keys or accounts that share a slot only
+ * cost each other a lookup.
  */
 
 
 #define NGX_HTTP_MONETIZE_CACHE_NEGATIVE_TTL  10
+#define NGX_HTTP_MONETIZE_CACHE_SLOTS         1024
+
+
+#define ngx_http_monetize_cached(e)                                          \
+    ((ngx_http_monetize_cached_t *) ngx_http_monetize_shm_value(e))
+
+#define ngx_http_monetize_cache_slot(p, len)                                 \
+    (ngx_crc32_short(p, len) % NGX_HTTP_MONETIZE_CACHE_SLOTS)
 
 
 typedef struct {
+    uint64_t                         generation;
+    uint64_t                         flushed;
+    uint64_t                         changed[NGX_HTTP_MONETIZE_CACHE_SLOTS];
+} ngx_http_monetize_cache_sh_t;
+
+
+typedef struct {
+    uint64_t                         generation;   /* its lookup's start */
     time_t                           expires;
     ngx_http_monetize_key_info_t     info;
 } ngx_http_monetize_cached_t;
@@ -36,17 +61,27 @@ struct ngx_http_monetize_cache_s {
 };
 
 
-#define ngx_http_monetize_cached(e)  ((ngx_http_monetize_cached_t *) (e)->value)
+static ngx_uint_t ngx_http_monetize_cache_fresh(
+    ngx_http_monetize_cache_sh_t *sh, u_char *hash,
+    ngx_http_monetize_key_info_t *info, uint64_t generation);
 
+
+/*
+ * NGX_OK: info is filled from the cache. NGX_DECLINED: look the key up,
+ * and give the generation returned here to the put of what was found.
+ */
 
 ngx_int_t
 ngx_http_monetize_cache_get(ngx_http_monetize_cache_t *cache, u_char *hash,
-    ngx_http_monetize_key_info_t *info)
+    ngx_http_monetize_key_info_t *info, uint64_t *generation)
 {
     ngx_int_t                       rc;
+    ngx_http_monetize_cached_t     *c;
+    ngx_http_monetize_cache_sh_t   *sh;
     ngx_http_monetize_shm_entry_t  *e;
 
     rc = NGX_DECLINED;
+    sh = ngx_http_monetize_shm_data(cache->shm);
 
     ngx_http_monetize_shm_lock(cache->shm);
 
@@ -54,8 +89,13 @@ ngx_http_monetize_cache_get(ngx_http_monetize_cache_t *cache, u_char *hash,
                                    NGX_HTTP_MONETIZE_HASH_SIZE);
 
     if (e) {
-        if (ngx_http_monetize_cached(e)->expires > ngx_time()) {
-            *info = ngx_http_monetize_cached(e)->info;
+        c = ngx_http_monetize_cached(e);
+
+        if (c->expires > ngx_time()
+            && ngx_http_monetize_cache_fresh(sh, hash, &c->info,
+                                             c->generation))
+        {
+            *info = c->info;
             ngx_http_monetize_shm_touch(cache->shm, e);
             rc = NGX_OK;
 
@@ -64,19 +104,36 @@ ngx_http_monetize_cache_get(ngx_http_monetize_cache_t *cache, u_char *hash,
         }
     }
 
+    *generation = sh->generation;
+
     ngx_http_monetize_shm_unlock(cache->shm);
 
     return rc;
 }
 
 
+/* What a lookup that began at "generation" found, unless it is stale. */
+
 void
 ngx_http_monetize_cache_put(ngx_http_monetize_cache_t *cache, u_char *hash,
-    ngx_http_monetize_key_info_t *info)
+    ngx_http_monetize_key_info_t *info, uint64_t generation)
 {
+    ngx_http_monetize_cached_t     *c;
+    ngx_http_monetize_cache_sh_t   *sh;
     ngx_http_monetize_shm_entry_t  *e;
 
+    sh = ngx_http_monetize_shm_data(cache->shm);
+
     ngx_http_monetize_shm_lock(cache->shm);
+
+    if (!ngx_http_monetize_cache_fresh(sh, hash, info, generation)) {
+        ngx_http_monetize_shm_unlock(cache->shm);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "monetize cache: a lookup begun at generation %uL "
+                       "was overtaken by a change; not stored", generation);
+        return;
+    }
 
     e = ngx_http_monetize_shm_find(cache->shm, hash,
                                    NGX_HTTP_MONETIZE_HASH_SIZE);
@@ -90,8 +147,10 @@ ngx_http_monetize_cache_put(ngx_http_monetize_cache_t *cache, u_char *hash,
     }
 
     if (e) {
-        ngx_http_monetize_cached(e)->info = *info;
-        ngx_http_monetize_cached(e)->expires = ngx_time()
+        c = ngx_http_monetize_cached(e);
+        c->generation = generation;
+        c->info = *info;
+        c->expires = ngx_time()
             + (info->found ? cache->ttl
                            : ngx_min(cache->ttl,
                                      NGX_HTTP_MONETIZE_CACHE_NEGATIVE_TTL));
@@ -119,13 +178,22 @@ ngx_http_monetize_cache_set_balance(ngx_http_monetize_cache_t *cache,
 }
 
 
+/* A key changed: its entry goes, and lookups of it under way are stale. */
+
 void
 ngx_http_monetize_cache_delete(ngx_http_monetize_cache_t *cache,
     u_char *hash)
 {
+    ngx_http_monetize_cache_sh_t   *sh;
     ngx_http_monetize_shm_entry_t  *e;
 
+    sh = ngx_http_monetize_shm_data(cache->shm);
+
     ngx_http_monetize_shm_lock(cache->shm);
+
+    sh->changed[ngx_http_monetize_cache_slot(hash,
+                                             NGX_HTTP_MONETIZE_HASH_SIZE)]
+        = ++sh->generation;
 
     e = ngx_http_monetize_shm_find(cache->shm, hash,
                                    NGX_HTTP_MONETIZE_HASH_SIZE);
@@ -138,45 +206,72 @@ ngx_http_monetize_cache_delete(ngx_http_monetize_cache_t *cache,
 
 
 /*
- * An account changed (suspended, another plan): every key of it goes; and
- * with a NULL account, every key.
+ * An account changed (suspended, another plan): every key of it is stale.
+ * The entries stay until they are looked up or evicted.
  */
 
 void
 ngx_http_monetize_cache_delete_user(ngx_http_monetize_cache_t *cache,
     u_char *user_id)
 {
-    ngx_queue_t                    *q, *next, *queue;
-    ngx_http_monetize_cached_t     *c;
-    ngx_http_monetize_shm_entry_t  *e;
+    uint64_t                       generation;
+    ngx_http_monetize_cache_sh_t  *sh;
+
+    sh = ngx_http_monetize_shm_data(cache->shm);
 
     ngx_http_monetize_shm_lock(cache->shm);
 
-    queue = ngx_http_monetize_shm_queue(cache->shm);
-
-    for (q = ngx_queue_head(queue); q != ngx_queue_sentinel(queue); q = next)
-    {
-        next = ngx_queue_next(q);
-        e = ngx_queue_data(q, ngx_http_monetize_shm_entry_t, queue);
-        c = ngx_http_monetize_cached(e);
-
-        if (user_id == NULL
-            || (c->info.found
-                && ngx_memcmp(c->info.user_id, user_id,
-                              NGX_HTTP_MONETIZE_UUID_LEN) == 0))
-        {
-            ngx_http_monetize_shm_remove(cache->shm, e);
-        }
-    }
+    generation = ++sh->generation;
+    sh->changed[ngx_http_monetize_cache_slot(user_id,
+                                             NGX_HTTP_MONETIZE_UUID_LEN)]
+        = generation;
 
     ngx_http_monetize_shm_unlock(cache->shm);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "monetize cache: account %*s changed: stale below "
+                   "generation %uL", (size_t) NGX_HTTP_MONETIZE_UUID_LEN,
+                   user_id, generation);
 }
 
 
 void
 ngx_http_monetize_cache_flush(ngx_http_monetize_cache_t *cache)
 {
-    ngx_http_monetize_cache_delete_user(cache, NULL);
+    uint64_t                       generation;
+    ngx_http_monetize_cache_sh_t  *sh;
+
+    sh = ngx_http_monetize_shm_data(cache->shm);
+
+    ngx_http_monetize_shm_lock(cache->shm);
+
+    generation = ++sh->generation;
+    sh->flushed = generation;
+
+    ngx_http_monetize_shm_unlock(cache->shm);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "monetize cache: every entry stale below generation %uL",
+                   generation);
+}
+
+
+/* Under the lock: has nothing that concerns this key changed since? */
+
+static ngx_uint_t
+ngx_http_monetize_cache_fresh(ngx_http_monetize_cache_sh_t *sh, u_char *hash,
+    ngx_http_monetize_key_info_t *info, uint64_t generation)
+{
+    if (generation < sh->flushed
+        || generation < sh->changed[ngx_http_monetize_cache_slot(hash,
+                                              NGX_HTTP_MONETIZE_HASH_SIZE)])
+    {
+        return 0;
+    }
+
+    return !info->found
+           || generation >= sh->changed[ngx_http_monetize_cache_slot(
+                                 info->user_id, NGX_HTTP_MONETIZE_UUID_LEN)];
 }
 
 
@@ -258,6 +353,9 @@ ngx_http_monetize_cache_conf(ngx_conf_t *cf, ngx_str_t *args,
     if (cache->shm == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    ngx_http_monetize_shm_add_data(cache->shm,
+                                   sizeof(ngx_http_monetize_cache_sh_t));
 
     *cachep = cache;
 

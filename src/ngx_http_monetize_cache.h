@@ -28,11 +28,21 @@ typedef struct {
     unsigned                found:1;        /* else: no such key */
     unsigned                revoked:1;
     unsigned                suspended:1;
-    time_t                  expires_at;     /* the key's; 0: never */
+    unsigned                expires:1;      /* else: never */
+    ngx_msec_t              expires_at;     /* on ngx_current_msec's clock */
     int64_t                 balance;        /* last known */
     int32_t                 rate;           /* the plan's, a second */
     int32_t                 burst;
 } ngx_http_monetize_key_info_t;
+
+
+/*
+ * PostgreSQL's clock says how long a key has left, to the millisecond
+ * (sql/006_keys.sql); this node counts it down on its own.
+ */
+#define ngx_http_monetize_key_expired(info)                                  \
+    ((info)->expires && (ngx_msec_int_t) ((info)->expires_at                 \
+                                          - ngx_current_msec) <= 0)
 
 
 typedef struct ngx_http_monetize_cache_s  ngx_http_monetize_cache_t;
@@ -42,9 +52,9 @@ char *ngx_http_monetize_cache_conf(ngx_conf_t *cf, ngx_str_t *args,
     ngx_uint_t nargs, ngx_http_monetize_cache_t **cache);
 
 ngx_int_t ngx_http_monetize_cache_get(ngx_http_monetize_cache_t *cache,
-    u_char *hash, ngx_http_monetize_key_info_t *info);
+    u_char *hash, ngx_http_monetize_key_info_t *info, uint64_t *generation);
 void ngx_http_monetize_cache_put(ngx_http_monetize_cache_t *cache,
-    u_char *hash, ngx_http_monetize_key_info_t *info);
+    u_char *hash, ngx_http_monetize_key_info_t *info, uint64_t generation);
 void ngx_http_monetize_cache_set_balance(ngx_http_monetize_cache_t *cache,
     u_char *hash, int64_t balance);
 void ngx_http_monetize_cache_delete(ngx_http_monetize_cache_t *cache,

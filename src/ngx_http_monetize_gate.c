@@ -341,7 +341,7 @@ ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
         return;
     }
 
-    if (info->expires_at && info->expires_at <= ngx_time()) {
+    if (ngx_http_monetize_key_expired(info)) {
         ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_EXPIRED);
         return;
     }

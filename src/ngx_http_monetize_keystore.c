@@ -15,11 +15,12 @@
 
 /*
  * What the gate knows of an API key: from the shared cache, else from
- * PostgreSQL in one round trip (then cached). Each worker LISTENs for
- * changes to keys and accounts and drops what it cached of them, so a
- * revocation takes effect at once on every worker of every node; when the
- * subscription (re)starts, the whole cache goes, since changes may have
- * been missed while it was down.
+ * PostgreSQL in one round trip (then cached, unless something changed
+ * while it was asked). Each worker LISTENs for changes to keys and accounts
+ * and marks what the cache holds of them stale, so a revocation takes
+ * effect at once on every worker of every node; when the subscription
+ * (re)starts, the whole cache is stale, since changes may have been missed
+ * while it was down.
  */
 
 
@@ -27,6 +28,8 @@ typedef struct {
     ngx_http_request_t              *request;
     ngx_http_monetize_key_info_t    *info;
     u_char                           hash[NGX_HTTP_MONETIZE_HASH_SIZE];
+    uint64_t                         generation;
+    ngx_msec_t                       started;
     ngx_http_monetize_keystore_pt    handler;
 } ngx_http_monetize_keystore_ctx_t;
 
@@ -39,17 +42,9 @@ static void ngx_http_monetize_keystore_notify(void *data, const char *channel,
     const char *payload);
 
 
+/* in sql/006_keys.sql: one row, or none for a hash of no key */
 static const char  ngx_http_monetize_keystore_sql[] =
-    "SELECT k.id, k.user_id, k.revoked_at IS NOT NULL,"
-    "       coalesce(extract(epoch FROM k.expires_at)::bigint, 0),"
-    "       u.suspended_at IS NOT NULL, coalesce(b.balance, 0),"
-    "       p.id, p.rate_limit_rps, p.rate_limit_burst"
-    "  FROM api_keys k"
-    "  JOIN users u ON u.id = k.user_id"
-    "  LEFT JOIN balances b ON b.user_id = k.user_id"
-    "  LEFT JOIN plans p ON p.id = (SELECT plan_id"
-    "                                 FROM monetize_plan_of(k.user_id))"
-    " WHERE k.key_hash = $1";
+    "SELECT * FROM monetize_gate_key($1)";
 
 
 /*
@@ -62,14 +57,18 @@ ngx_http_monetize_keystore_find(ngx_http_request_t *r, u_char *hash,
     ngx_http_monetize_key_info_t *info, ngx_http_monetize_keystore_pt handler)
 {
     u_char                            *hex;
+    uint64_t                           generation;
     ngx_http_monetize_pg_query_t      *q;
     ngx_http_monetize_main_conf_t     *mcf;
     ngx_http_monetize_keystore_ctx_t  *kc;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
+    generation = 0;
+
     if (mcf->cache
-        && ngx_http_monetize_cache_get(mcf->cache, hash, info) == NGX_OK)
+        && ngx_http_monetize_cache_get(mcf->cache, hash, info, &generation)
+           == NGX_OK)
     {
         return NGX_OK;
     }
@@ -84,6 +83,8 @@ ngx_http_monetize_keystore_find(ngx_http_request_t *r, u_char *hash,
 
     kc->request = r;
     kc->info = info;
+    kc->generation = generation;
+    kc->started = ngx_current_msec;
     kc->handler = handler;
     ngx_memcpy(kc->hash, hash, NGX_HTTP_MONETIZE_HASH_SIZE);
 
@@ -107,7 +108,8 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
 {
     ngx_http_monetize_keystore_ctx_t *kc = q->data;
 
-    int64_t                          expires, rate, burst;
+    int64_t                          left, rate, burst;
+    ngx_int_t                        rc;
     ngx_str_t                        value;
     ngx_http_request_t              *r;
     ngx_http_monetize_key_info_t    *info;
@@ -130,6 +132,7 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
 
     if (PQntuples(q->result) == 1) {
         info->found = 1;
+        rc = NGX_DECLINED;
 
         if (ngx_http_monetize_pg_get_str(q, 0, 0, &value) != NGX_OK
             || ngx_http_monetize_keystore_copy(info->key_id,
@@ -139,7 +142,8 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
             || ngx_http_monetize_keystore_copy(info->user_id,
                                                NGX_HTTP_MONETIZE_UUID_LEN,
                                                &value, NULL) != NGX_OK
-            || ngx_http_monetize_pg_get_int(q, 0, 3, &expires) != NGX_OK
+            || (rc = ngx_http_monetize_pg_get_int(q, 0, 3, &left))
+               == NGX_ERROR
             || ngx_http_monetize_pg_get_int(q, 0, 5, &info->balance)
                != NGX_OK
             || ngx_http_monetize_pg_get_str(q, 0, 6, &value) != NGX_OK
@@ -159,7 +163,18 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
             return;
         }
 
-        info->expires_at = (time_t) expires;
+        /*
+         * "left": ms until the key expires, by PostgreSQL's clock when the
+         * lookup ran, which was after it started here: counted from the
+         * start, the key never passes late.
+         */
+
+        if (rc == NGX_OK) {
+            info->expires = 1;
+            info->expires_at = kc->started
+                               + (ngx_msec_t) ngx_max(left, 0);
+        }
+
         info->rate = (int32_t) ngx_max(ngx_min(rate, INT32_MAX), INT32_MIN);
         info->burst = (int32_t) ngx_max(ngx_min(burst, INT32_MAX), INT32_MIN);
 
@@ -171,7 +186,8 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
     }
 
     if (mcf->cache) {
-        ngx_http_monetize_cache_put(mcf->cache, kc->hash, info);
+        ngx_http_monetize_cache_put(mcf->cache, kc->hash, info,
+                                    kc->generation);
     }
 
     kc->handler(r, NGX_OK);

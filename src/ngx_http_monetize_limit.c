@@ -53,15 +53,35 @@ ngx_http_monetize_gcra(int64_t *tat, int64_t now, int64_t interval,
 }
 
 
-/* The node-local store: one shared-memory table for all workers. */
+/*
+ * The node-local store: one shared-memory table for all workers. A limit
+ * that the arithmetic cannot keep (an interval under 1us: a rate above
+ * 1000000 a second; no burst), whatever set it, is NGX_ERROR.
+ */
 
 ngx_int_t
 ngx_http_monetize_limit_local(ngx_http_monetize_shm_t *zone, ngx_str_t *key,
     int64_t interval, ngx_uint_t burst, ngx_http_monetize_limit_t *lim)
 {
-    int64_t                         now, tat;
+    int64_t                         now, *tat;
     ngx_time_t                     *tp;
     ngx_http_monetize_shm_entry_t  *e;
+
+    static time_t                   logged;
+
+    if (interval < 1 || burst == 0) {
+        if (ngx_time() - logged >= 60) {
+            logged = ngx_time();
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "monetize: the rate limit of \"%V\" (a call "
+                          "every %Lus, a burst of %ui) cannot be kept: a rate "
+                          "must be at most 1000000 calls a second, a burst "
+                          "at least 1; its calls are refused", key, interval,
+                          burst);
+        }
+
+        return NGX_ERROR;
+    }
 
     tp = ngx_timeofday();
     now = (int64_t) tp->sec * 1000000 + (int64_t) tp->msec * 1000;
@@ -82,9 +102,8 @@ ngx_http_monetize_limit_local(ngx_http_monetize_shm_t *zone, ngx_str_t *key,
         }
     }
 
-    ngx_memcpy(&tat, e->value, sizeof(int64_t));
-    ngx_http_monetize_gcra(&tat, now, interval, burst, lim);
-    ngx_memcpy(e->value, &tat, sizeof(int64_t));
+    tat = ngx_http_monetize_shm_value(e);
+    ngx_http_monetize_gcra(tat, now, interval, burst, lim);
 
     ngx_http_monetize_shm_unlock(zone);
 

@@ -15,7 +15,9 @@
  * GET /plans: the active plans and credit packs. PostgreSQL writes the JSON
  * in one query; each worker keeps the answer while it hears of changes
  * (its LISTEN connection is subscribed), and a change of the plans table
- * drops it (ngx_http_monetize_keystore.c counts them in plans_version).
+ * drops it (ngx_http_monetize_keystore.c counts them in plans_version). An
+ * answer is kept only if no change was heard while it was asked for: one
+ * read before a change committed must not outlive the change.
  */
 
 
@@ -31,23 +33,9 @@ static ngx_int_t ngx_http_monetize_plans_send(ngx_http_request_t *r,
     ngx_str_t *json);
 
 
+/* in sql/006_keys.sql */
 static const char  ngx_http_monetize_plans_sql[] =
-    "SELECT json_build_object("
-    "  'plans', (SELECT coalesce(json_agg(json_build_object("
-    "               'id', p.id, 'name', p.name,"
-    "               'price_cents', p.price_cents, 'currency', p.currency,"
-    "               'interval', p.interval,"
-    "               'monthly_quota', p.monthly_quota,"
-    "               'rate_limit', json_build_object("
-    "                   'requests_per_second', p.rate_limit_rps,"
-    "                   'burst', p.rate_limit_burst))"
-    "               ORDER BY p.sort_order, p.id), '[]')"
-    "            FROM plans p WHERE p.active),"
-    "  'credit_packs', (SELECT coalesce(json_agg(json_build_object("
-    "               'id', c.id, 'name', c.name, 'credits', c.credits,"
-    "               'price_cents', c.price_cents, 'currency', c.currency)"
-    "               ORDER BY c.sort_order, c.id), '[]')"
-    "            FROM credit_packs c WHERE c.active))";
+    "SELECT monetize_plans_json()";
 
 
 /* per worker: the answer, and the plans_version it was made at */
@@ -58,6 +46,7 @@ ngx_int_t
 ngx_http_monetize_plans_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx)
 {
+    ngx_uint_t                       *version;
     ngx_http_monetize_main_conf_t    *mcf;
     ngx_http_monetize_plans_cache_t  *pc;
 
@@ -70,6 +59,14 @@ ngx_http_monetize_plans_handler(ngx_http_request_t *r,
         return ngx_http_monetize_plans_send(r, &pc->json);
     }
 
+    version = ngx_palloc(r->pool, sizeof(ngx_uint_t));
+    if (version == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *version = mcf->plans_version;
+    ctx->data = version;
+
     return ngx_http_monetize_api_query(r, ngx_http_monetize_plans_sql, NULL,
                                        0, ngx_http_monetize_plans_result);
 }
@@ -80,6 +77,7 @@ ngx_http_monetize_plans_result(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q)
 {
     ngx_str_t                         json;
+    ngx_uint_t                       *version;
     ngx_http_monetize_main_conf_t    *mcf;
     ngx_http_monetize_plans_cache_t  *pc;
 
@@ -91,13 +89,18 @@ ngx_http_monetize_plans_result(ngx_http_request_t *r,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
     pc = &ngx_http_monetize_plans_cache;
+    version = ctx->data;
 
-    if (ngx_http_monetize_pg_listening(mcf->pg)) {
+    /* a (re)subscription counts as a change: heard of, or missed, since */
+
+    if (ngx_http_monetize_pg_listening(mcf->pg)
+        && *version == mcf->plans_version)
+    {
         ngx_free(pc->json.data);
 
         pc->json.data = ngx_alloc(json.len, r->connection->log);
         pc->json.len = json.len;
-        pc->version = mcf->plans_version;
+        pc->version = *version;
 
         if (pc->json.data) {
             ngx_memcpy(pc->json.data, json.data, json.len);

@@ -22,6 +22,7 @@ typedef struct {
     ngx_rbtree_t                     rbtree;
     ngx_rbtree_node_t                sentinel;
     ngx_queue_t                      queue;
+    void                            *data;
 } ngx_http_monetize_shm_sh_t;
 
 
@@ -29,6 +30,7 @@ struct ngx_http_monetize_shm_s {
     ngx_http_monetize_shm_sh_t      *sh;
     ngx_slab_pool_t                 *shpool;
     size_t                           value_size;
+    size_t                           data_size;
     const char                      *directive;
 };
 
@@ -105,7 +107,9 @@ ngx_http_monetize_shm_insert(ngx_http_monetize_shm_t *shm, u_char *key,
         return NULL;
     }
 
-    size = offsetof(ngx_http_monetize_shm_entry_t, value) + shm->value_size;
+    size = ngx_align(offsetof(ngx_http_monetize_shm_entry_t, key) + len,
+                     NGX_ALIGNMENT)
+           + shm->value_size;
 
     for ( ;; ) {
         e = ngx_slab_alloc_locked(shm->shpool, size);
@@ -127,9 +131,9 @@ ngx_http_monetize_shm_insert(ngx_http_monetize_shm_t *shm, u_char *key,
         }
     }
 
-    ngx_memzero(e->value, shm->value_size);
     ngx_memcpy(e->key, key, len);
     e->len = (u_char) len;
+    ngx_memzero(ngx_http_monetize_shm_value(e), shm->value_size);
     e->node.key = ngx_crc32_short(key, len);
 
     ngx_rbtree_insert(&shm->sh->rbtree, &e->node);
@@ -158,12 +162,12 @@ ngx_http_monetize_shm_remove(ngx_http_monetize_shm_t *shm,
 }
 
 
-/* For a walk over all entries, most recent first, under the lock. */
+/* The zone's own area; set once when the zone is made, read without lock. */
 
-ngx_queue_t *
-ngx_http_monetize_shm_queue(ngx_http_monetize_shm_t *shm)
+void *
+ngx_http_monetize_shm_data(ngx_http_monetize_shm_t *shm)
 {
-    return &shm->sh->queue;
+    return shm->sh->data;
 }
 
 
@@ -225,7 +229,9 @@ ngx_http_monetize_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     shm = shm_zone->data;
 
     if (oshm) {
-        if (oshm->value_size != shm->value_size) {
+        if (oshm->value_size != shm->value_size
+            || oshm->data_size != shm->data_size)
+        {
             ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                           "%s zone \"%V\" was made for other entries; "
                           "rename it or restart nginx", shm->directive,
@@ -252,6 +258,13 @@ ngx_http_monetize_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     shm->shpool->data = shm->sh;
+
+    if (shm->data_size) {
+        shm->sh->data = ngx_slab_calloc(shm->shpool, shm->data_size);
+        if (shm->sh->data == NULL) {
+            return NGX_ERROR;
+        }
+    }
 
     ngx_rbtree_init(&shm->sh->rbtree, &shm->sh->sentinel,
                     ngx_http_monetize_shm_rbtree_insert_value);
@@ -314,4 +327,13 @@ ngx_http_monetize_shm_add(ngx_conf_t *cf, ngx_str_t *name, size_t size,
     shm_zone->data = shm;
 
     return shm;
+}
+
+
+/* At configuration time: the zone gets an area of "size" bytes, zeroed. */
+
+void
+ngx_http_monetize_shm_add_data(ngx_http_monetize_shm_t *shm, size_t size)
+{
+    shm->data_size = size;
 }

@@ -143,7 +143,7 @@ Test::Monetize::psql(
 ($stopped, $took) = stops_within($key, 403, 10);
 ok $stopped, 'a revocation missed while not listening still takes effect';
 diag sprintf '... after %.3fs (the listeners reconnect within a second '
-             . 'and drop the whole cache)', $took;
+             . 'and mark the whole cache stale)', $took;
 
 ok $a->wait_for_log('listening for changes on postgres'),
     'the listeners reconnected';
