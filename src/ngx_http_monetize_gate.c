@@ -166,7 +166,9 @@ ngx_http_monetize_gate_handler(ngx_http_request_t *r)
 
 /*
  * An internal redirect clears module contexts; the pool cleanup that owns
- * ours still holds it, so a redirected call keeps its one decision.
+ * ours still holds it, so a redirected call keeps its one decision. A
+ * subrequest shares the pool but is not the call: it has no decision (its
+ * status, logged with log_subrequest, is not the call's).
  */
 
 ngx_http_monetize_gate_ctx_t *
@@ -177,7 +179,7 @@ ngx_http_monetize_gate_get_ctx(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_gate_module);
 
-    if (ctx || !r->internal) {
+    if (ctx || !r->internal || r != r->main) {
         return ctx;
     }
 

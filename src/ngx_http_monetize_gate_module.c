@@ -225,7 +225,12 @@ ngx_http_monetize_gate_header_filter(ngx_http_request_t *r)
 }
 
 
-/* "Charge only for what was served": refund what the upstream failed. */
+/*
+ * "Charge only for what was served": refund what the upstream failed. Only
+ * the call's own status counts: with log_subrequest on, the log phase runs
+ * for its subrequests too, and an include that failed is not a call that
+ * failed.
+ */
 
 static ngx_int_t
 ngx_http_monetize_gate_log_handler(ngx_http_request_t *r)
@@ -234,6 +239,10 @@ ngx_http_monetize_gate_log_handler(ngx_http_request_t *r)
     ngx_http_monetize_gate_ctx_t       *ctx;
     ngx_http_monetize_main_conf_t      *mcf;
     ngx_http_monetize_gate_loc_conf_t  *glcf;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
 
     ctx = ngx_http_monetize_gate_get_ctx(r);
 
