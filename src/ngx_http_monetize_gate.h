@@ -12,6 +12,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <jansson.h>
+
 #include "ngx_http_monetize.h"
 #include "ngx_http_monetize_limit.h"
 
@@ -67,7 +69,13 @@ typedef struct {
     ngx_str_t                        limit_key;     /* "k:<key id>" ... */
     int64_t                          quota_left;    /* -1: unlimited */
     time_t                           period_end;
+    const char                      *why;           /* of a bad credential */
+    ngx_uint_t                       uri_changes;   /* when it was denied */
+    ngx_buf_t                       *answer;        /* the JSON, to send */
     unsigned                         waited:1;      /* resume the phases */
+    unsigned                         denied:1;      /* nginx finalizes it */
+    unsigned                         deny_headers:1;
+    unsigned                         answering:1;   /* ours, not a page's */
     unsigned                         authenticated:1;
     unsigned                         balance_known:1;
     unsigned                         debited:1;
@@ -80,6 +88,11 @@ typedef struct {
 ngx_int_t ngx_http_monetize_gate_handler(ngx_http_request_t *r);
 ngx_http_monetize_gate_ctx_t *ngx_http_monetize_gate_get_ctx(
     ngx_http_request_t *r);
+ngx_uint_t ngx_http_monetize_gate_status(ngx_http_monetize_gate_ctx_t *ctx);
+json_t *ngx_http_monetize_gate_answer(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+ngx_uint_t ngx_http_monetize_gate_calls_left(
+    ngx_http_monetize_gate_ctx_t *ctx, ngx_uint_t limit);
 
 
 extern ngx_module_t  ngx_http_monetize_gate_module;
