@@ -31,6 +31,28 @@
 #define NGX_HTTP_MONETIZE_FAIL_CLOSED    1
 
 
+/* why the gate refuses a call: ngx_http_monetize_gate_deny.c answers it */
+
+typedef enum {
+    NGX_HTTP_MONETIZE_DENY_MISSING = 1,
+    NGX_HTTP_MONETIZE_DENY_MALFORMED,
+    NGX_HTTP_MONETIZE_DENY_AMBIGUOUS,
+    NGX_HTTP_MONETIZE_DENY_NOT_OURS,
+    NGX_HTTP_MONETIZE_DENY_UNKNOWN,
+    NGX_HTTP_MONETIZE_DENY_REVOKED,
+    NGX_HTTP_MONETIZE_DENY_EXPIRED,
+    NGX_HTTP_MONETIZE_DENY_SUSPENDED,
+    NGX_HTTP_MONETIZE_DENY_BAD_COST,
+    NGX_HTTP_MONETIZE_DENY_CREDITS,
+    NGX_HTTP_MONETIZE_DENY_UNAVAILABLE,
+    NGX_HTTP_MONETIZE_DENY_INTERNAL,
+    NGX_HTTP_MONETIZE_DENY_RATE_LIMITED,
+    NGX_HTTP_MONETIZE_DENY_QUOTA,
+    NGX_HTTP_MONETIZE_DENY_BAD_PLAN,
+    NGX_HTTP_MONETIZE_DENY_LIMITER_DOWN
+} ngx_http_monetize_deny_e;
+
+
 typedef struct {
     ngx_flag_t                       enable;
     ngx_http_complex_value_t        *cost;          /* NULL: 1 credit */
@@ -88,7 +110,10 @@ typedef struct {
 ngx_int_t ngx_http_monetize_gate_handler(ngx_http_request_t *r);
 ngx_http_monetize_gate_ctx_t *ngx_http_monetize_gate_get_ctx(
     ngx_http_request_t *r);
+ngx_int_t ngx_http_monetize_gate_deny(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
 ngx_uint_t ngx_http_monetize_gate_status(ngx_http_monetize_gate_ctx_t *ctx);
+const char *ngx_http_monetize_gate_code(ngx_int_t rc);
 json_t *ngx_http_monetize_gate_answer(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
 ngx_uint_t ngx_http_monetize_gate_calls_left(
