@@ -498,9 +498,11 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     if (conf->enable && clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"monetize_gate on\" cannot be combined with "
-                           "\"satisfy any\" (in \"%V\"): a call that "
-                           "another access check allows would pass with no "
-                           "API key and no debit", &clcf->name);
+                           "\"satisfy any\"%s%V%s: a call that another "
+                           "access check allows would pass with no API key "
+                           "and no debit",
+                           clcf->name.len ? " in location \"" : "",
+                           &clcf->name, clcf->name.len ? "\"" : "");
         return NGX_CONF_ERROR;
     }
 

@@ -34,7 +34,7 @@ __DATA__
     }
 --- must_die
 --- error_log
-"monetize_gate on" cannot be combined with "satisfy any"
+"monetize_gate on" cannot be combined with "satisfy any" in location "/api/"
 
 === TEST 2: satisfy any inherited from the server is refused as well
 --- config
