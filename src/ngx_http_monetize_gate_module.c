@@ -191,6 +191,7 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 static ngx_int_t
 ngx_http_monetize_gate_header_filter(ngx_http_request_t *r)
 {
+    json_t                        *body;
     ngx_http_monetize_limit_t      lim;
     ngx_http_monetize_gate_ctx_t  *ctx;
 
@@ -214,9 +215,10 @@ ngx_http_monetize_gate_header_filter(ngx_http_request_t *r)
         && r->uri_changes == ctx->uri_changes
         && r->headers_out.status == ngx_http_monetize_gate_status(ctx))
     {
+        body = ngx_http_monetize_gate_answer(r, ctx);
+
         ctx->answer = ngx_http_monetize_json_buf(r, r->headers_out.status,
-                                         ngx_http_monetize_gate_answer(r,
-                                                                       ctx));
+                                                 body);
         if (ctx->answer == NULL) {
             return NGX_ERROR;
         }
