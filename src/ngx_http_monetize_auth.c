@@ -53,25 +53,27 @@ ngx_http_monetize_authenticate(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_MONETIZE_CREDENTIAL_MISSING:
-        return ngx_http_monetize_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                            "missing_credentials", "%s", why);
+        return ngx_http_monetize_send_key_error(r,
+                                                NGX_HTTP_MONETIZE_KEY_MISSING,
+                                                why);
 
     case NGX_HTTP_MONETIZE_CREDENTIAL_AMBIGUOUS:
-        return ngx_http_monetize_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                            "invalid_request", "%s", why);
+        return ngx_http_monetize_send_key_error(r,
+                                              NGX_HTTP_MONETIZE_KEY_AMBIGUOUS,
+                                              why);
 
     default: /* NGX_HTTP_MONETIZE_CREDENTIAL_MALFORMED */
-        return ngx_http_monetize_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                            "invalid_api_key", "%s", why);
+        return ngx_http_monetize_send_key_error(r,
+                                              NGX_HTTP_MONETIZE_KEY_MALFORMED,
+                                              why);
     }
 
     if (!ngx_http_monetize_key_is_well_formed(&mcf->key_prefix,
                                               &credential))
     {
-        return ngx_http_monetize_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                            "invalid_api_key",
-                                            "this is not an API key of "
-                                            "this service");
+        return ngx_http_monetize_send_key_error(r,
+                                               NGX_HTTP_MONETIZE_KEY_NOT_OURS,
+                                               NULL);
     }
 
     hash = ngx_pnalloc(r->pool, NGX_HTTP_MONETIZE_KEY_HASH_LEN);
@@ -106,30 +108,30 @@ ngx_http_monetize_auth_key_result(ngx_http_request_t *r,
     }
 
     if (PQntuples(q->result) == 0) {
-        return ngx_http_monetize_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                            "invalid_api_key",
-                                            "no such API key");
+        return ngx_http_monetize_send_key_error(r,
+                                                NGX_HTTP_MONETIZE_KEY_UNKNOWN,
+                                                NULL);
     }
 
     (void) ngx_http_monetize_pg_get_str(q, 0, 2, &flag);
     if (flag.len && flag.data[0] == 't') {
-        return ngx_http_monetize_send_error(r, NGX_HTTP_FORBIDDEN,
-                                            "key_revoked",
-                                            "this API key was revoked");
+        return ngx_http_monetize_send_key_error(r,
+                                                NGX_HTTP_MONETIZE_KEY_REVOKED,
+                                                NULL);
     }
 
     (void) ngx_http_monetize_pg_get_str(q, 0, 3, &flag);
     if (flag.len && flag.data[0] == 't') {
-        return ngx_http_monetize_send_error(r, NGX_HTTP_FORBIDDEN,
-                                            "key_expired",
-                                            "this API key has expired");
+        return ngx_http_monetize_send_key_error(r,
+                                                NGX_HTTP_MONETIZE_KEY_EXPIRED,
+                                                NULL);
     }
 
     (void) ngx_http_monetize_pg_get_str(q, 0, 4, &flag);
     if (flag.len && flag.data[0] == 't') {
-        return ngx_http_monetize_send_error(r, NGX_HTTP_FORBIDDEN,
-                                            "account_suspended",
-                                            "this account is suspended");
+        return ngx_http_monetize_send_key_error(r,
+                                              NGX_HTTP_MONETIZE_KEY_SUSPENDED,
+                                              NULL);
     }
 
     caller = &ctx->caller;

@@ -9,7 +9,6 @@
 #include <ngx_http.h>
 
 #include "ngx_http_monetize_gate.h"
-#include "ngx_http_monetize_json.h"
 #include "ngx_http_monetize_keys.h"
 #include "ngx_http_monetize_keystore.h"
 #include "ngx_http_monetize_redis.h"
@@ -54,70 +53,7 @@ static void ngx_http_monetize_gate_decide(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx, ngx_int_t rc);
 static void ngx_http_monetize_gate_resume(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
-static ngx_int_t ngx_http_monetize_gate_deny(ngx_http_request_t *r,
-    ngx_http_monetize_gate_ctx_t *ctx);
 static void ngx_http_monetize_gate_cleanup(void *data);
-
-
-/* the denials of the gate: what they answer */
-
-typedef enum {
-    NGX_HTTP_MONETIZE_DENY_MISSING = 1,
-    NGX_HTTP_MONETIZE_DENY_MALFORMED,
-    NGX_HTTP_MONETIZE_DENY_AMBIGUOUS,
-    NGX_HTTP_MONETIZE_DENY_NOT_OURS,
-    NGX_HTTP_MONETIZE_DENY_UNKNOWN,
-    NGX_HTTP_MONETIZE_DENY_REVOKED,
-    NGX_HTTP_MONETIZE_DENY_EXPIRED,
-    NGX_HTTP_MONETIZE_DENY_SUSPENDED,
-    NGX_HTTP_MONETIZE_DENY_BAD_COST,
-    NGX_HTTP_MONETIZE_DENY_CREDITS,
-    NGX_HTTP_MONETIZE_DENY_UNAVAILABLE,
-    NGX_HTTP_MONETIZE_DENY_INTERNAL,
-    NGX_HTTP_MONETIZE_DENY_RATE_LIMITED,
-    NGX_HTTP_MONETIZE_DENY_QUOTA,
-    NGX_HTTP_MONETIZE_DENY_BAD_PLAN,
-    NGX_HTTP_MONETIZE_DENY_LIMITER_DOWN
-} ngx_http_monetize_deny_e;
-
-
-typedef struct {
-    ngx_uint_t                       status;
-    const char                      *code;
-    const char                      *message;
-} ngx_http_monetize_denial_t;
-
-
-static ngx_http_monetize_denial_t  ngx_http_monetize_denials[] = {
-    { 0, NULL, NULL },
-    { NGX_HTTP_UNAUTHORIZED, "missing_credentials",
-      "send an API key as \"Authorization: Bearer <key>\" or "
-      "\"X-API-Key: <key>\"" },
-    { NGX_HTTP_UNAUTHORIZED, "invalid_api_key",
-      "the credential is malformed" },
-    { NGX_HTTP_BAD_REQUEST, "invalid_request",
-      "the credential is ambiguous" },
-    { NGX_HTTP_UNAUTHORIZED, "invalid_api_key",
-      "this is not an API key of this service" },
-    { NGX_HTTP_UNAUTHORIZED, "invalid_api_key", "no such API key" },
-    { NGX_HTTP_FORBIDDEN, "key_revoked", "this API key was revoked" },
-    { NGX_HTTP_FORBIDDEN, "key_expired", "this API key has expired" },
-    { NGX_HTTP_FORBIDDEN, "account_suspended", "this account is suspended" },
-    { NGX_HTTP_BAD_REQUEST, "invalid_request",
-      "the cost of this call is not a whole number of credits" },
-    { NGX_HTTP_MONETIZE_PAYMENT_REQUIRED, "insufficient_credits", NULL },
-    { NGX_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
-      "postgres is unavailable; try again" },
-    { NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
-      "the server failed; the operator will find the cause in its log" },
-    { NGX_HTTP_TOO_MANY_REQUESTS, "rate_limited", NULL },
-    { NGX_HTTP_TOO_MANY_REQUESTS, "quota_exceeded", NULL },
-    { NGX_HTTP_INTERNAL_SERVER_ERROR, "internal_error",
-      "the plan of this account is misconfigured; the operator will find "
-      "the cause in its log" },
-    { NGX_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
-      "the rate limiter is unavailable; try again" }
-};
 
 
 ngx_int_t
@@ -166,7 +102,9 @@ ngx_http_monetize_gate_handler(ngx_http_request_t *r)
 
 /*
  * An internal redirect clears module contexts; the pool cleanup that owns
- * ours still holds it, so a redirected call keeps its one decision.
+ * ours still holds it, so a redirected call keeps its one decision. A
+ * subrequest shares the pool but is not the call: it has no decision (its
+ * status, logged with log_subrequest, is not the call's).
  */
 
 ngx_http_monetize_gate_ctx_t *
@@ -177,7 +115,7 @@ ngx_http_monetize_gate_get_ctx(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_gate_module);
 
-    if (ctx || !r->internal) {
+    if (ctx || !r->internal || r != r->main) {
         return ctx;
     }
 
@@ -206,6 +144,7 @@ ngx_http_monetize_gate_start(ngx_http_request_t *r,
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
     cred = ngx_http_monetize_credential(r, &credential, &why);
+    ctx->why = why;
 
     switch (cred) {
 
@@ -673,6 +612,16 @@ ngx_http_monetize_gate_decide(ngx_http_request_t *r,
     ngx_http_monetize_main_conf_t      *mcf;
     ngx_http_monetize_gate_loc_conf_t  *glcf;
 
+    /*
+     * Past the plan's calls, a call that costs credits is refused because
+     * the balance cannot pay it: credits would let it through, so it is a
+     * 402, not a 429 to wait out until the period's end.
+     */
+
+    if (rc == NGX_HTTP_MONETIZE_DENY_QUOTA && ctx->cost > 0) {
+        rc = NGX_HTTP_MONETIZE_DENY_CREDITS;
+    }
+
     ctx->state = NGX_HTTP_MONETIZE_GATE_DECIDED;
     ctx->rc = rc;
 
@@ -696,7 +645,7 @@ ngx_http_monetize_gate_decide(ngx_http_request_t *r,
     }
 
     ngx_log_error(glcf->deny_log_level, r->connection->log, 0,
-                  "monetize: denied: %s", ngx_http_monetize_denials[rc].code);
+                  "monetize: denied: %s", ngx_http_monetize_gate_code(rc));
 }
 
 
@@ -716,53 +665,6 @@ ngx_http_monetize_gate_resume(ngx_http_request_t *r,
 
     ngx_http_core_run_phases(r);
     ngx_http_run_posted_requests(c);
-}
-
-
-/*
- * The gate answers its denials itself, in the contract's JSON, as nginx's
- * access phase does with its own error pages.
- */
-
-static ngx_int_t
-ngx_http_monetize_gate_deny(ngx_http_request_t *r,
-    ngx_http_monetize_gate_ctx_t *ctx)
-{
-    ngx_int_t                    rc;
-    ngx_str_t                    retry = ngx_string("1");
-    ngx_http_monetize_denial_t  *denial;
-
-    denial = &ngx_http_monetize_denials[ctx->rc];
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
-
-    if (ctx->rc == NGX_HTTP_MONETIZE_DENY_CREDITS) {
-        rc = ngx_http_monetize_send_insufficient(r, ctx->cost, ctx->balance);
-
-    } else if (ctx->rc == NGX_HTTP_MONETIZE_DENY_RATE_LIMITED) {
-        rc = ngx_http_monetize_send_rate_limited(r, &ctx->limit);
-
-    } else if (ctx->rc == NGX_HTTP_MONETIZE_DENY_QUOTA) {
-        rc = ngx_http_monetize_send_quota_exceeded(r, ctx->period_end,
-                                                   ctx->balance);
-
-    } else {
-        if (denial->status == NGX_HTTP_SERVICE_UNAVAILABLE
-            && ngx_http_monetize_set_header(r, "Retry-After", &retry)
-               != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        rc = ngx_http_monetize_send_error(r, denial->status, denial->code,
-                                          "%s", denial->message);
-    }
-
-    ngx_http_finalize_request(r, rc);
-
-    return NGX_DONE;
 }
 
 

@@ -12,6 +12,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <jansson.h>
+
 #include "ngx_http_monetize.h"
 #include "ngx_http_monetize_limit.h"
 
@@ -27,6 +29,28 @@
 
 #define NGX_HTTP_MONETIZE_FAIL_LOCAL     0
 #define NGX_HTTP_MONETIZE_FAIL_CLOSED    1
+
+
+/* why the gate refuses a call: ngx_http_monetize_gate_deny.c answers it */
+
+typedef enum {
+    NGX_HTTP_MONETIZE_DENY_MISSING = 1,
+    NGX_HTTP_MONETIZE_DENY_MALFORMED,
+    NGX_HTTP_MONETIZE_DENY_AMBIGUOUS,
+    NGX_HTTP_MONETIZE_DENY_NOT_OURS,
+    NGX_HTTP_MONETIZE_DENY_UNKNOWN,
+    NGX_HTTP_MONETIZE_DENY_REVOKED,
+    NGX_HTTP_MONETIZE_DENY_EXPIRED,
+    NGX_HTTP_MONETIZE_DENY_SUSPENDED,
+    NGX_HTTP_MONETIZE_DENY_BAD_COST,
+    NGX_HTTP_MONETIZE_DENY_CREDITS,
+    NGX_HTTP_MONETIZE_DENY_UNAVAILABLE,
+    NGX_HTTP_MONETIZE_DENY_INTERNAL,
+    NGX_HTTP_MONETIZE_DENY_RATE_LIMITED,
+    NGX_HTTP_MONETIZE_DENY_QUOTA,
+    NGX_HTTP_MONETIZE_DENY_BAD_PLAN,
+    NGX_HTTP_MONETIZE_DENY_LIMITER_DOWN
+} ngx_http_monetize_deny_e;
 
 
 typedef struct {
@@ -67,7 +91,13 @@ typedef struct {
     ngx_str_t                        limit_key;     /* "k:<key id>" ... */
     int64_t                          quota_left;    /* -1: unlimited */
     time_t                           period_end;
+    const char                      *why;           /* of a bad credential */
+    ngx_uint_t                       uri_changes;   /* when it was denied */
+    ngx_buf_t                       *answer;        /* the JSON, to send */
     unsigned                         waited:1;      /* resume the phases */
+    unsigned                         denied:1;      /* nginx finalizes it */
+    unsigned                         deny_headers:1;
+    unsigned                         answering:1;   /* ours, not a page's */
     unsigned                         authenticated:1;
     unsigned                         balance_known:1;
     unsigned                         debited:1;
@@ -80,6 +110,14 @@ typedef struct {
 ngx_int_t ngx_http_monetize_gate_handler(ngx_http_request_t *r);
 ngx_http_monetize_gate_ctx_t *ngx_http_monetize_gate_get_ctx(
     ngx_http_request_t *r);
+ngx_int_t ngx_http_monetize_gate_deny(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+ngx_uint_t ngx_http_monetize_gate_status(ngx_http_monetize_gate_ctx_t *ctx);
+const char *ngx_http_monetize_gate_code(ngx_int_t rc);
+json_t *ngx_http_monetize_gate_answer(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx);
+ngx_uint_t ngx_http_monetize_gate_calls_left(
+    ngx_http_monetize_gate_ctx_t *ctx, ngx_uint_t limit);
 
 
 extern ngx_module_t  ngx_http_monetize_gate_module;

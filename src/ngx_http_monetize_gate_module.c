@@ -14,12 +14,15 @@
 
 /*
  * The gate module: its directives, its place in the access phase (the
- * decision itself is in ngx_http_monetize_gate.c), X-Credits-Remaining on
- * the answers, refunds in the log phase, and the $monetize_* variables.
+ * decision itself is in ngx_http_monetize_gate.c), the JSON of its denials
+ * and X-Credits-Remaining on the answers, refunds in the log phase, and the
+ * $monetize_* variables.
  */
 
 
 static ngx_int_t ngx_http_monetize_gate_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_monetize_gate_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static ngx_int_t ngx_http_monetize_gate_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_monetize_gate_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -182,11 +185,14 @@ static ngx_http_variable_t  ngx_http_monetize_gate_vars[] = {
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
 static ngx_int_t
 ngx_http_monetize_gate_header_filter(ngx_http_request_t *r)
 {
+    json_t                        *body;
+    ngx_http_monetize_limit_t      lim;
     ngx_http_monetize_gate_ctx_t  *ctx;
 
     if (r != r->main) {
@@ -197,6 +203,27 @@ ngx_http_monetize_gate_header_filter(ngx_http_request_t *r)
 
     if (ctx == NULL) {
         return ngx_http_next_header_filter(r);
+    }
+
+    /*
+     * nginx's own page of the gate's denial, in the location that denied
+     * it (no error_page redirected the call since): the gate's JSON
+     * replaces it.
+     */
+
+    if (ctx->denied && !ctx->answering
+        && r->uri_changes == ctx->uri_changes
+        && r->headers_out.status == ngx_http_monetize_gate_status(ctx))
+    {
+        body = ngx_http_monetize_gate_answer(r, ctx);
+
+        ctx->answer = ngx_http_monetize_json_buf(r, r->headers_out.status,
+                                                 body);
+        if (ctx->answer == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->answering = 1;
     }
 
     if (ctx->balance_known
@@ -215,17 +242,58 @@ ngx_http_monetize_gate_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    if (ctx->limited
-        && ngx_http_monetize_rate_limit_headers(r, &ctx->limit) != NGX_OK)
-    {
-        return NGX_ERROR;
+    if (ctx->limited) {
+        lim = ctx->limit;
+        lim.remaining = ngx_http_monetize_gate_calls_left(ctx, lim.remaining);
+
+        if (ngx_http_monetize_rate_limit_headers(r, &lim) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
     return ngx_http_next_header_filter(r);
 }
 
 
-/* "Charge only for what was served": refund what the upstream failed. */
+/* The denial's JSON goes out instead of the page nginx made for it. */
+
+static ngx_int_t
+ngx_http_monetize_gate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t                    out, *cl;
+    ngx_http_monetize_gate_ctx_t  *ctx;
+
+    ctx = (r == r->main)
+          ? ngx_http_get_module_ctx(r, ngx_http_monetize_gate_module) : NULL;
+
+    if (ctx == NULL || !ctx->answering) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (ctx->answer == NULL) {
+        /* sent: what is left to do is the writer's */
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
+    out.buf = ctx->answer;
+    out.next = NULL;
+    ctx->answer = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}
+
+
+/*
+ * "Charge only for what was served": refund what the upstream failed. Only
+ * the call's own status counts: with log_subrequest on, the log phase runs
+ * for its subrequests too, and an include that failed is not a call that
+ * failed.
+ */
 
 static ngx_int_t
 ngx_http_monetize_gate_log_handler(ngx_http_request_t *r)
@@ -234,6 +302,10 @@ ngx_http_monetize_gate_log_handler(ngx_http_request_t *r)
     ngx_http_monetize_gate_ctx_t       *ctx;
     ngx_http_monetize_main_conf_t      *mcf;
     ngx_http_monetize_gate_loc_conf_t  *glcf;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
 
     ctx = ngx_http_monetize_gate_get_ctx(r);
 
@@ -389,6 +461,7 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_monetize_gate_loc_conf_t *prev = parent;
     ngx_http_monetize_gate_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t       *clcf;
     ngx_http_monetize_main_conf_t  *mcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
@@ -411,6 +484,27 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"monetize_rate_limit redis\" needs "
                            "\"monetize_redis\" at http level");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * With "satisfy any", a call that another access check lets through
+     * skips the gate: served with no key and no debit. The gate decides
+     * whether a call is paid for, whatever else allows it; refused here
+     * rather than run regardless, which would make "allow" mean nothing.
+     * nginx merged its own configuration of this location first.
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->enable && clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"monetize_gate on\" cannot be combined with "
+                           "\"satisfy any\"%s%V%s: a call that another "
+                           "access check allows would pass with no API key "
+                           "and no debit",
+                           clcf->name.len ? " in location \"" : "",
+                           &clcf->name, clcf->name.len ? "\"" : "");
         return NGX_CONF_ERROR;
     }
 
@@ -539,6 +633,9 @@ ngx_http_monetize_gate_init(ngx_conf_t *cf)
 
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_monetize_gate_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_monetize_gate_body_filter;
 
     return NGX_OK;
 }

@@ -15,14 +15,22 @@
  * Usage, for statistics (money is in the ledger): each worker counts the
  * calls it admits per account, key, location and day in memory, and adds
  * them to the usage table once a second in one statement. Counts that
- * PostgreSQL refused wait for the next second; what a dying worker had not
- * written yet is lost, at most a second of it.
+ * PostgreSQL refused wait for the next second.
+ *
+ * A worker that a reload or a quit retires writes its counts before it
+ * goes: nginx keeps a shutting-down worker while it has timers that are
+ * not cancelable, and the flush timer is one whenever counts are pending
+ * (the statement's own timer keeps it while one is in flight). While
+ * exiting, PostgreSQL gets a bounded number of tries; then the counts are
+ * dropped, and the log says how many calls. A worker killed, or stopped
+ * with "nginx -s stop", loses what it had not written, at most a second.
  */
 
 
-#define NGX_HTTP_MONETIZE_METER_FLUSH  1000
-#define NGX_HTTP_MONETIZE_METER_MAX    10000      /* rows a statement */
-#define NGX_HTTP_MONETIZE_DAY_LEN      (sizeof("2026-11-21") - 1)
+#define NGX_HTTP_MONETIZE_METER_FLUSH       1000
+#define NGX_HTTP_MONETIZE_METER_MAX         10000      /* rows a statement */
+#define NGX_HTTP_MONETIZE_METER_EXIT_TRIES  3
+#define NGX_HTTP_MONETIZE_DAY_LEN           (sizeof("2026-11-21") - 1)
 
 
 typedef struct {
@@ -47,6 +55,7 @@ struct ngx_http_monetize_meter_s {
     ngx_queue_t                      outbox;     /* taken out to be sent */
     ngx_pool_t                      *sending;    /* a statement in flight */
     ngx_event_t                      flush;
+    ngx_uint_t                       exit_tries;  /* failed while exiting */
     unsigned                         initialized:1;
 };
 
@@ -57,6 +66,9 @@ static ngx_http_monetize_meter_entry_t *ngx_http_monetize_meter_entry(
 static void ngx_http_monetize_meter_flush(ngx_event_t *ev);
 static void ngx_http_monetize_meter_done(ngx_http_monetize_pg_query_t *q);
 static void ngx_http_monetize_meter_return(ngx_http_monetize_meter_t *m);
+static void ngx_http_monetize_meter_retry(ngx_http_monetize_meter_t *m);
+static void ngx_http_monetize_meter_drop(ngx_http_monetize_meter_t *m,
+    const char *why);
 static void ngx_http_monetize_meter_rbtree_insert_value(
     ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
@@ -86,7 +98,9 @@ ngx_http_monetize_meter_count(ngx_http_monetize_meter_t *m, u_char *user_id,
         m->flush.handler = ngx_http_monetize_meter_flush;
         m->flush.data = m;
         m->flush.log = ngx_cycle->log;
-        m->flush.cancelable = 1;
+
+        /* pending counts keep a worker that is shutting down (see above) */
+        m->flush.cancelable = 0;
 
         m->initialized = 1;
     }
@@ -190,7 +204,8 @@ ngx_http_monetize_meter_flush(ngx_event_t *ev)
 
     pool = ngx_create_pool(4096, ngx_cycle->log);
     if (pool == NULL) {
-        goto retry;
+        ngx_http_monetize_meter_retry(m);
+        return;
     }
 
     pq = ngx_http_monetize_pg_query_create(pool, 6);
@@ -198,14 +213,16 @@ ngx_http_monetize_meter_flush(ngx_event_t *ev)
 
     if (pq == NULL || p == NULL) {
         ngx_destroy_pool(pool);
-        goto retry;
+        ngx_http_monetize_meter_retry(m);
+        return;
     }
 
     for (i = 0; i < 6; i++) {
         cols[i] = ngx_palloc(pool, n * sizeof(ngx_str_t));
         if (cols[i] == NULL) {
             ngx_destroy_pool(pool);
-            goto retry;
+            ngx_http_monetize_meter_retry(m);
+            return;
         }
     }
 
@@ -258,12 +275,7 @@ ngx_http_monetize_meter_flush(ngx_event_t *ev)
 
     ngx_destroy_pool(pool);
     ngx_http_monetize_meter_return(m);
-
-retry:
-
-    if (!m->flush.timer_set) {
-        ngx_add_timer(&m->flush, NGX_HTTP_MONETIZE_METER_FLUSH);
-    }
+    ngx_http_monetize_meter_retry(m);
 }
 
 
@@ -272,9 +284,12 @@ ngx_http_monetize_meter_done(ngx_http_monetize_pg_query_t *q)
 {
     ngx_http_monetize_meter_t *m = q->data;
 
+    ngx_uint_t    written;
     ngx_queue_t  *head;
 
-    if (q->status == NGX_HTTP_MONETIZE_PG_OK) {
+    written = (q->status == NGX_HTTP_MONETIZE_PG_OK);
+
+    if (written) {
         while (!ngx_queue_empty(&m->outbox)) {
             head = ngx_queue_head(&m->outbox);
             ngx_queue_remove(head);
@@ -290,11 +305,75 @@ ngx_http_monetize_meter_done(ngx_http_monetize_pg_query_t *q)
         ngx_http_monetize_meter_return(m);
     }
 
+    /* q is in this pool */
     ngx_destroy_pool(m->sending);
     m->sending = NULL;
 
+    if (!written) {
+        ngx_http_monetize_meter_retry(m);
+
+    } else if (!ngx_queue_empty(&m->entries) && !m->flush.timer_set) {
+        ngx_add_timer(&m->flush, NGX_HTTP_MONETIZE_METER_FLUSH);
+    }
+}
+
+
+/*
+ * The counts were not written: again in a second; but a worker that is
+ * exiting tries only so often, so that it exits when PostgreSQL is down.
+ */
+
+static void
+ngx_http_monetize_meter_retry(ngx_http_monetize_meter_t *m)
+{
+    if (ngx_exiting
+        && ++m->exit_tries >= NGX_HTTP_MONETIZE_METER_EXIT_TRIES)
+    {
+        ngx_http_monetize_meter_drop(m, "postgres did not take it while "
+                                        "the worker was exiting");
+        return;
+    }
+
     if (!ngx_queue_empty(&m->entries) && !m->flush.timer_set) {
         ngx_add_timer(&m->flush, NGX_HTTP_MONETIZE_METER_FLUSH);
+    }
+}
+
+
+static void
+ngx_http_monetize_meter_drop(ngx_http_monetize_meter_t *m, const char *why)
+{
+    int64_t                           calls;
+    ngx_uint_t                        n;
+    ngx_queue_t                      *head;
+    ngx_http_monetize_meter_entry_t  *e;
+
+    calls = 0;
+    n = 0;
+
+    while (!ngx_queue_empty(&m->entries)) {
+        head = ngx_queue_head(&m->entries);
+        ngx_queue_remove(head);
+
+        e = ngx_queue_data(head, ngx_http_monetize_meter_entry_t, queue);
+        ngx_rbtree_delete(&m->rbtree, &e->node);
+
+        calls += e->calls;
+        n++;
+
+        ngx_free(e);
+    }
+
+    m->n = 0;
+
+    if (m->flush.timer_set) {
+        ngx_del_timer(&m->flush);
+    }
+
+    if (n) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "monetize: usage of %L calls (%ui rows) was not "
+                      "written: %s", calls, n, why);
     }
 }
 
@@ -405,9 +484,11 @@ ngx_http_monetize_meter_create(ngx_conf_t *cf, ngx_http_monetize_pg_pool_t *pg)
 void
 ngx_http_monetize_meter_exit(ngx_http_monetize_meter_t *m)
 {
-    if (m->initialized && m->n) {
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "monetize: usage of %ui keys in the last second was "
-                      "not written when the worker exited", m->n);
+    if (!m->initialized) {
+        return;
     }
+
+    /* a statement in flight may yet commit: those counts are not "lost" */
+    ngx_http_monetize_meter_drop(m, "the worker exited without waiting "
+                                    "for it");
 }

@@ -1,5 +1,7 @@
 # GET /verify_credits: who is calling, from "Authorization: Bearer" or
-# "X-API-Key", and every way a credential can be wrong.
+# "X-API-Key", and every way a credential can be wrong. A 401 says
+# "WWW-Authenticate: Bearer" (RFC 6750), with error="invalid_token" when a
+# credential was given; the gate words each mistake the same way.
 
 use strict;
 use warnings;
@@ -60,6 +62,8 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "missing_credentials"}}
+--- response_headers
+WWW-Authenticate: Bearer
 
 === TEST 5: another authorization scheme
 --- config
@@ -71,6 +75,8 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "the Authorization header must be \"Bearer <key>\""}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 6: a key of the right shape that does not exist
 --- config
@@ -82,6 +88,8 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "no such API key"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 7: a key that is too short is refused before any lookup
 --- config
@@ -93,6 +101,8 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 8: a key with a character outside base62 is refused before any lookup
 --- config
@@ -104,6 +114,8 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 9: a key with another prefix is refused before any lookup
 --- config
@@ -115,6 +127,8 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 10: a key longer than any of ours is refused before any lookup
 --- config
@@ -126,6 +140,8 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 11: a binary key
 --- config
@@ -137,6 +153,8 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "the credential is empty, too long, or not printable ASCII"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 12: an empty bearer
 --- config
@@ -148,6 +166,8 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 13: X-API-Key given twice is ambiguous
 --- config
@@ -160,6 +180,8 @@ GET /v1/verify_credits
 --- error_code: 400
 --- response_json
 {"error": {"code": "invalid_request", "message": "the X-API-Key header is given more than once"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_request"
 
 === TEST 14: the two headers disagree
 --- config
@@ -172,6 +194,8 @@ GET /v1/verify_credits
 --- error_code: 400
 --- response_json
 {"error": {"code": "invalid_request", "message": "the Authorization and X-API-Key headers disagree"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_request"
 
 === TEST 15: a revoked key
 --- config
@@ -183,6 +207,8 @@ GET /v1/verify_credits
 --- error_code: 403
 --- response_json
 {"error": {"code": "key_revoked"}}
+--- response_headers
+!WWW-Authenticate
 
 === TEST 16: an expired key
 --- config
@@ -194,6 +220,8 @@ GET /v1/verify_credits
 --- error_code: 403
 --- response_json
 {"error": {"code": "key_expired"}}
+--- response_headers
+!WWW-Authenticate
 
 === TEST 17: a suspended account
 --- config
@@ -205,6 +233,8 @@ GET /v1/verify_credits
 --- error_code: 403
 --- response_json
 {"error": {"code": "account_suspended"}}
+--- response_headers
+!WWW-Authenticate
 
 === TEST 18: a key hashed under another secret is no key of ours
 --- key_secret
@@ -218,6 +248,8 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "no such API key"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 19: a key prefix of the operator's choosing
 --- http_config
@@ -231,3 +263,5 @@ GET /v1/verify_credits
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"

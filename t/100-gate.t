@@ -114,6 +114,8 @@ GET /api/hello
 {"error": {"code": "missing_credentials"}}
 --- error_log
 monetize: denied: missing_credentials
+--- response_headers
+WWW-Authenticate: Bearer
 
 === TEST 5: not one of our keys
 --- config
@@ -125,6 +127,8 @@ GET /api/hello
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "this is not an API key of this service"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 6: a key that does not exist
 --- config
@@ -136,6 +140,8 @@ GET /api/hello
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key", "message": "no such API key"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 7: an over-long key
 --- config
@@ -147,6 +153,8 @@ GET /api/hello
 --- error_code: 401
 --- response_json
 {"error": {"code": "invalid_api_key"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 8: a binary key
 --- config
@@ -157,7 +165,9 @@ GET /api/hello
 GET /api/hello
 --- error_code: 401
 --- response_json
-{"error": {"code": "invalid_api_key"}}
+{"error": {"code": "invalid_api_key", "message": "the credential is empty, too long, or not printable ASCII"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
 
 === TEST 9: a key given twice
 --- config
@@ -169,7 +179,9 @@ X-API-Key: sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
 GET /api/hello
 --- error_code: 400
 --- response_json
-{"error": {"code": "invalid_request", "message": "the credential is ambiguous"}}
+{"error": {"code": "invalid_request", "message": "the X-API-Key header is given more than once"}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_request"
 
 === TEST 10: Authorization given twice: nginx refuses it, in JSON with the example's error_page
 --- config
@@ -201,6 +213,8 @@ GET /api/hello
 --- error_code: 403
 --- response_json
 {"error": {"code": "key_revoked"}}
+--- response_headers
+!WWW-Authenticate
 
 === TEST 12: an expired key
 --- config
@@ -212,6 +226,8 @@ GET /api/hello
 --- error_code: 403
 --- response_json
 {"error": {"code": "key_expired"}}
+--- response_headers
+!WWW-Authenticate
 
 === TEST 13: a suspended account
 --- config
@@ -227,6 +243,8 @@ GET /api/hello
 SELECT count(*) FROM credit_ledger WHERE kind = 'debit' AND user_id IN (SELECT id FROM users WHERE email IN ('revoked@example.com', 'expired@example.com', 'suspended@example.com'))
 --- sql_result
 0
+--- response_headers
+!WWW-Authenticate
 
 === TEST 14: a cost variable that is not a number: 400, logged, nothing debited
 --- config
@@ -337,3 +355,30 @@ GET /api/x
 --- error_code: 200
 --- response_body
 open
+
+=== TEST 20: the gate words a mistake as the API does (t/030), and says how to authenticate
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers
+Authorization: Basic dXNlcjpwYXNz
+--- request
+GET /api/hello
+--- error_code: 401
+--- response_json
+{"error": {"code": "invalid_api_key", "message": "the Authorization header must be \"Bearer <key>\""}}
+--- response_headers
+WWW-Authenticate: Bearer error="invalid_token"
+Content-Type: application/json
+Cache-Control: no-store
+
+=== TEST 21: the two headers disagree: the API's words too
+--- config
+    location /api/ { monetize_gate on; proxy_pass http://127.0.0.1:1/; }
+--- more_headers
+Authorization: Bearer sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+X-API-Key: sk_live_ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ
+--- request
+GET /api/hello
+--- error_code: 400
+--- response_json
+{"error": {"code": "invalid_request", "message": "the Authorization and X-API-Key headers disagree"}}

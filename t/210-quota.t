@@ -1,7 +1,9 @@
 # Monthly quotas, where a location enforces them (monetize_quota on): the
-# plan's included calls first, then prepaid credits, then 429
-# quota_exceeded until the period ends. Counted in PostgreSQL, in the
-# transaction of the debits: exact under concurrency, on every node.
+# plan's included calls first, then prepaid credits, then 402
+# insufficient_credits (paying lets the call through; the answer says when
+# the quota renews), never a 429 with a Retry-After of days. Counted in
+# PostgreSQL, in the transaction of the debits: exact under concurrency, on
+# every node.
 
 use strict;
 use warnings;
@@ -15,6 +17,12 @@ my $ngx = Test::Monetize::Nginx->start(
     location /api/ {
         monetize_gate on;
         monetize_quota on;
+        proxy_pass http://127.0.0.1:$server_port/backend/;
+    }
+    location /limited/ {
+        monetize_gate on;
+        monetize_quota on;
+        monetize_rate_limit local;
         proxy_pass http://127.0.0.1:$server_port/backend/;
     }
     location /backend/ { return 200 "ok\n"; }
@@ -33,18 +41,24 @@ my ($user, $key) = Test::Monetize::account();
 my @res = calls($key, 150);
 my %status;
 $status{$_->{status}}++ for @res;
-is_deeply \%status, {200 => 100, 429 => 50},
-    'a free account: exactly 100 calls pass under concurrency, then 429';
+is_deeply \%status, {200 => 100, 402 => 50},
+    'a free account: exactly 100 calls pass under concurrency, then 402';
 
-my ($over) = grep { $_->{status} == 429 } @res;
-is $over->{json}{error}{code}, 'quota_exceeded', '... quota_exceeded';
-my ($to_month_end) = Test::Monetize::psql(
-    "SELECT extract(epoch FROM date_trunc('month', now() AT TIME ZONE 'UTC')"
-    . " + interval '1 month' - (now() AT TIME ZONE 'UTC'))::bigint");
-cmp_ok abs($over->{headers}{'retry-after'} - $to_month_end->[0]), '<=', 2,
-    '... with Retry-After to the end of the calendar month';
-is $over->{headers}{'x-quota-remaining'}, 0, '... and X-Quota-Remaining: 0';
+my ($over) = grep { $_->{status} == 402 } @res;
+is $over->{json}{error}{code}, 'insufficient_credits',
+    '... insufficient_credits: credits would let the call through';
+like $over->{json}{error}{top_up_url}, qr{^https?://},
+    '... with where to buy them';
+my ($month_end) = Test::Monetize::psql(
+    "SELECT to_char(date_trunc('month', now() AT TIME ZONE 'UTC')"
+    . "               + interval '1 month', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
+is $over->{json}{error}{quota_resets_at}, $month_end->[0],
+    '... and when the quota renews, in ISO 8601 (the calendar month\'s end)';
+ok !defined $over->{headers}{'retry-after'},
+    '... and no Retry-After: waiting is not the only way';
+is $over->{headers}{'x-quota-remaining'}, 0, '... X-Quota-Remaining: 0';
 is $over->{json}{error}{balance}, 0, '... and the balance, 0';
+is $over->{headers}{'x-credits-remaining'}, 0, '... X-Credits-Remaining: 0';
 
 my @left = sort { $a <=> $b } map { $_->{headers}{'x-quota-remaining'} }
            grep { $_->{status} == 200 } @res;
@@ -74,8 +88,8 @@ my ($user2, $key2) = Test::Monetize::account(credits => 30);
 @res = calls($key2, 150);
 %status = ();
 $status{$_->{status}}++ for @res;
-is_deeply \%status, {200 => 130, 429 => 20},
-    '100 included calls, 30 paid with credits, then 429';
+is_deeply \%status, {200 => 130, 402 => 20},
+    '100 included calls, 30 paid with credits, then 402';
 
 my ($ledger) = Test::Monetize::psql(
     "SELECT count(*) FILTER (WHERE kind = 'debit'), sum(delta),"
@@ -83,6 +97,33 @@ my ($ledger) = Test::Monetize::psql(
     . "  FROM credit_ledger WHERE user_id = \$1", $user2);
 is_deeply $ledger, [30, 0, 0],
     'the ledger: 30 debits; its entries sum to the balance, 0';
+
+# --- RateLimit-Remaining tells no calls are left when none pass ---------
+
+my $call = sub {
+    $ngx->request('GET', '/limited/x', headers => {'X-API-Key' => $_[0]});
+};
+my $r = $call->($key2);
+is_deeply [$r->{status}, $r->{json}{error}{code},
+           $r->{headers}{'ratelimit-remaining'}],
+    [402, 'insufficient_credits', 0],
+    'quota and credits spent: 402, and RateLimit-Remaining: 0';
+
+Test::Monetize::psql("SELECT monetize_credit(\$1, 1, 'admin', 'one more')",
+                     $user2);
+$r = $call->($key2);
+is_deeply [$r->{status}, $r->{headers}{'x-credits-remaining'},
+           $r->{headers}{'x-quota-remaining'},
+           $r->{headers}{'ratelimit-remaining'}],
+    [200, 0, 0, 0],
+    'the last credit pays one call, whose answer says none is left';
+
+my ($user4, $key4) = Test::Monetize::account(credits => 2);
+$r = $call->($key4);
+is_deeply [$r->{status}, $r->{headers}{'x-quota-remaining'}],
+    [200, 99], 'a fresh account: 99 calls of the quota left';
+cmp_ok $r->{headers}{'ratelimit-remaining'}, '>', 0,
+    '... and the rate limit still tells what it allows';
 
 # --- an unlimited plan -------------------------------------------------------
 
