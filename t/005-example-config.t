@@ -13,15 +13,21 @@ for my $so (qw(ngx_http_monetize_module.so ngx_http_monetize_gate_module.so)) {
 }
 
 my $conf = "$ENV{MONETIZE_REPO}/nginx.conf.example";
-my $out = `MONETIZE_PG_PASSWORD=x MONETIZE_KEY_SECRET=0123456789abcdef0123 \\
-           $ENV{MONETIZE_NGINX} -t -p $prefix/ -c $conf 2>&1`;
-is $?, 0, 'nginx -t accepts nginx.conf.example' or diag $out;
+my ($rc, $out, $err) = Test::Monetize::run_nginx(
+    ['-t', '-p', "$prefix/", '-c', $conf],
+    env => { MONETIZE_PG_PASSWORD => 'x',
+             MONETIZE_KEY_SECRET => '0123456789abcdef0123' });
+$out .= $err;
+is $rc, 0, 'nginx -t accepts nginx.conf.example' or diag $out;
 like $out, qr/syntax is ok/, '... and says so';
 
-$out = `env -u MONETIZE_KEY_SECRET MONETIZE_PG_PASSWORD=x \\
-        $ENV{MONETIZE_NGINX} -t -p $prefix/ -c $conf 2>&1`;
-isnt $?, 0, 'without its secret in the environment it is refused';
+($rc, $out, $err) = Test::Monetize::run_nginx(
+    ['-t', '-p', "$prefix/", '-c', $conf],
+    env => { MONETIZE_PG_PASSWORD => 'x', MONETIZE_KEY_SECRET => undef });
+$out .= $err;
+isnt $rc, 0, 'without its secret in the environment it is refused';
 like $out, qr/\[emerg\].*monetize_key_secret: the environment variable "MONETIZE_KEY_SECRET" is not set/,
     '... with a line that says which';
+Test::Monetize::sanitizer_check('nginx -t');
 
 done_testing;

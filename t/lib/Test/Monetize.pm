@@ -181,6 +181,27 @@ nobody, so these directories are world-readable.
 
 Waiting is polling with a timeout, never a fixed sleep.
 
+=head1 SANITIZERS
+
+With MONETIZE_SANITIZE=1 (C<MONETIZE_SANITIZE=1 scripts/test>, which
+builds the modules with AddressSanitizer and UBSan), every nginx runs with
+the runtimes preloaded (MONETIZE_SANITIZE_PRELOAD, the LD_PRELOAD that
+scripts/test sets) and ASAN_OPTIONS/UBSAN_OPTIONS that write reports to
+sanitizer/ in the file's directory; nginx.conf keeps them for the workers
+with C<env>. After each nginx stops, and after each block, a report
+written since the last look fails the test and is printed. Options of your
+own in ASAN_OPTIONS/UBSAN_OPTIONS come first (log_path stays ours).
+
+  Test::Monetize::nginx_env()       the environment an nginx runs with
+                                    (a hashref; empty without sanitizers)
+  Test::Monetize::run_nginx(\@args, env => {...})
+                                    (exit code, stdout, stderr) of the
+                                    nginx binary with @args; env values
+                                    undef unset a variable
+  Test::Monetize::sanitizer_check($what)   a failing test, with the
+                                    reports, if any was written since the
+                                    last look; else true and no test
+
 =cut
 
 use strict;
@@ -402,7 +423,13 @@ sub _run {
         open STDOUT, '>', $out->filename;
         open STDERR, '>', $err->filename;
         chdir $o{chdir} if $o{chdir};
-        @ENV{keys %{$o{env}}} = values %{$o{env}} if $o{env};
+        for my $k (keys %{$o{env} // {}}) {
+            if (defined $o{env}{$k}) {
+                $ENV{$k} = $o{env}{$k};
+            } else {
+                delete $ENV{$k};
+            }
+        }
         { no warnings 'exec'; exec { $cmd->[0] } @$cmd; }
         print STDERR "exec $cmd->[0]: $!\n";
         POSIX::_exit(127);
@@ -638,6 +665,12 @@ sub _conf_text {
     chomp($level, $workers);
     my %s = map { $_ => $o{$_} // '' } qw(main_config http_config config);
 
+    # nginx clears the workers' environment of all that env does not
+    # keep; the runtimes read their options at start, in the master, but a
+    # binary upgrade's exec needs them again.
+    my $sanitize = sanitizing()
+        ? "env LD_PRELOAD;\nenv ASAN_OPTIONS;\nenv UBSAN_OPTIONS;\n" : '';
+
     return <<"EOF";
 daemon on;
 master_process on;
@@ -646,7 +679,7 @@ error_log logs/error.log $level;
 pid logs/nginx.pid;
 ${modules}env MONETIZE_PG_PASSWORD;
 env MONETIZE_KEY_SECRET;
-$s{main_config}
+$sanitize$s{main_config}
 events {
     worker_connections 1024;
 }
@@ -685,9 +718,83 @@ sub nginx_t {
     my $prefix = new_dir('nginx-t');
     my $file = _write_conf($prefix, _conf_text(
         %o, port => $o{port} // free_port(), prefix => $prefix));
-    my ($rc, $out, $err) = _run([_env('MONETIZE_NGINX'), '-t',
-                                 '-p', "$prefix/", '-c', $file]);
+    my ($rc, $out, $err) = run_nginx(['-t', '-p', "$prefix/", '-c', $file]);
+    sanitizer_check('nginx -t');
     return ($rc, $out . $err);
+}
+
+
+# ---------------------------------------------------------------------------
+# Sanitizers
+
+my %SeenReports;
+
+sub sanitizing {
+    return ($ENV{MONETIZE_SANITIZE} // '') eq '1';
+}
+
+
+sub _sanitizer_dir {
+    my $d = _file_dir() . '/sanitizer';
+    if (!-d $d) {
+        _mkdir($d);
+        chmod 01777, $d;        # the workers (nobody) write their reports
+    }
+    return $d;
+}
+
+
+sub nginx_env {
+    return {} unless sanitizing();
+    my $dir = _sanitizer_dir();
+    my $mine = sub {
+        my ($name, $own) = @_;
+        my $theirs = $ENV{$name} // '';
+        return length $theirs ? "$theirs:$own" : $own;
+    };
+    return {
+        LD_PRELOAD => _env('MONETIZE_SANITIZE_PRELOAD'),
+        # nginx frees what it allocated at exit as it likes: no leak
+        # checks. Every dynamic module defines ngx_modules,
+        # ngx_module_names and ngx_module_order (nginx's build makes them)
+        # and both are loaded RTLD_GLOBAL: ODR level 1 reports only a
+        # clash of sizes.
+        ASAN_OPTIONS => $mine->('ASAN_OPTIONS',
+            "log_path=$dir/asan:detect_leaks=0:halt_on_error=1"
+            . ':detect_odr_violation=1'),
+        UBSAN_OPTIONS => $mine->('UBSAN_OPTIONS',
+            "log_path=$dir/ubsan:print_stacktrace=1:halt_on_error=1"),
+    };
+}
+
+
+sub run_nginx {
+    my ($args, %o) = @_;
+    return _run([_env('MONETIZE_NGINX'), @$args],
+                %o, env => { %{nginx_env()}, %{$o{env} // {}} });
+}
+
+
+# The reports written since the last call, as [file, text].
+sub _new_reports {
+    return () unless sanitizing();
+    my $dir = _sanitizer_dir();
+    opendir my $dh, $dir or return ();
+    my @new = sort grep { /\A(?:asan|ubsan)\./ && !$SeenReports{$_} }
+              readdir $dh;
+    $SeenReports{$_} = 1 for @new;
+    return map { ["$dir/$_", _slurp("$dir/$_")] } @new;
+}
+
+
+# Only a report makes a test (a failing one): a passing check would add
+# to the count of a file that planned its tests.
+sub sanitizer_check {
+    my ($what) = @_;
+    my @reports = _new_reports() or return 1;
+    fail("no sanitizer report ($what)");
+    diag(join '', map { "$_->[0]:\n$_->[1]\n" } @reports);
+    return 0;
 }
 
 
@@ -1152,6 +1259,7 @@ sub _run_block {
         ok(!_log_has($log, $needle), "error log lacks: $needle")
             or $failed++;
     }
+    sanitizer_check('this block') or $failed++;
 
     if ($failed) {
         my @l = split /\n/, $log;
@@ -1250,11 +1358,12 @@ sub _start {
     $self->stop;            # one left in this prefix, if any
     unlink "$self->{prefix}/logs/nginx.pid";
 
-    my ($rc, $out, $err) = Test::Monetize::_run(
-        [Test::Monetize::_env('MONETIZE_NGINX'),
-         '-p', "$self->{prefix}/", '-c', $self->{conf_file}]);
+    my ($rc, $out, $err) = Test::Monetize::run_nginx(
+        ['-p', "$self->{prefix}/", '-c', $self->{conf_file}]);
     die "nginx did not start (exit $rc):\n$out$err"
-        . "error log:\n" . $self->_log_tail($mark) if $rc;
+        . "error log:\n" . $self->_log_tail($mark)
+        . join('', map { "$_->[0]:\n$_->[1]\n" }
+                   Test::Monetize::_new_reports()) if $rc;
 
     my $up = Test::Monetize::_poll(10, sub {
         $self->master_pid && $self->worker_pids >= $self->{workers};
@@ -1320,6 +1429,7 @@ sub stop {
     {
         kill 'KILL', @kids;
     }
+    Test::Monetize::sanitizer_check("nginx on port $self->{port} stopped");
 }
 
 
