@@ -238,7 +238,7 @@ Test::Monetize::redis_cli('DEL', "harness:$$");
 # --- Sanitizers (MONETIZE_SANITIZE=1 scripts/test) ---------------------------
 
 SKIP: {
-    skip 'not built with the sanitizers', 4
+    skip 'not built with the sanitizers', 6
         unless Test::Monetize::sanitizing();
 
     my $ngx = Test::Monetize::Nginx->start(
@@ -261,6 +261,17 @@ SKIP: {
          qr/AddressSanitizer: SEGV/, '... and prints it');
     is(Test::Monetize::sanitizer_check('the same again'), 1,
        '... once');
+
+    # UBSan writes to stderr, which nginx points at its error log.
+    open my $log, '>>', $ngx->error_log_file or die $!;
+    print {$log} "x.c:1:2: runtime error: a line as UBSan writes it\n";
+    close $log;
+    $events = Test2::API::intercept(sub {
+        Test::Monetize::sanitizer_check('a line in the error log');
+    });
+    @fails = grep { $_->isa('Test2::Event::Ok') && !$_->pass } @$events;
+    is(scalar @fails, 1, 'sanitizers: a UBSan line in the error log fails');
+    is(Test::Monetize::sanitizer_check('the same again'), 1, '... once');
     $ngx->stop;
 }
 

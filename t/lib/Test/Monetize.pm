@@ -186,11 +186,13 @@ Waiting is polling with a timeout, never a fixed sleep.
 With MONETIZE_SANITIZE=1 (C<MONETIZE_SANITIZE=1 scripts/test>, which
 builds the modules with AddressSanitizer and UBSan), every nginx runs with
 the runtimes preloaded (MONETIZE_SANITIZE_PRELOAD, the LD_PRELOAD that
-scripts/test sets) and ASAN_OPTIONS/UBSAN_OPTIONS that write reports to
-sanitizer/ in the file's directory; nginx.conf keeps them for the workers
-with C<env>. After each nginx stops, and after each block, a report
-written since the last look fails the test and is printed. Options of your
-own in ASAN_OPTIONS/UBSAN_OPTIONS come first (log_path stays ours).
+scripts/test sets), ASAN_OPTIONS writing ASan's reports to sanitizer/ in
+the file's directory, and UBSAN_OPTIONS; nginx.conf keeps them for the
+workers with C<env>. UBSan writes to stderr: nginx's error log, or what
+run_nginx captures. After each nginx stops, and after each block, a
+report written since the last look (a file there, a "runtime error:" in
+an error log or on stderr) fails the test and is printed. Options of
+your own in ASAN_OPTIONS/UBSAN_OPTIONS come first (log_path stays ours).
 
   Test::Monetize::nginx_env()       the environment an nginx runs with
                                     (a hashref; empty without sanitizers)
@@ -762,28 +764,59 @@ sub nginx_env {
         ASAN_OPTIONS => $mine->('ASAN_OPTIONS',
             "log_path=$dir/asan:detect_leaks=0:halt_on_error=1"
             . ':detect_odr_violation=1'),
-        UBSAN_OPTIONS => $mine->('UBSAN_OPTIONS',
-            "log_path=$dir/ubsan:print_stacktrace=1:halt_on_error=1"),
+        # UBSan starts at its first report and reads its options then,
+        # from the process's first environment, which nginx has
+        # overwritten with its process titles; and its log_path is lost
+        # to ASan's copy of the same symbol. So the modules are built
+        # with -fno-sanitize-recover (a report ends the process), and its
+        # reports go to stderr, which nginx points at its error log.
+        UBSAN_OPTIONS => $mine->('UBSAN_OPTIONS', 'print_stacktrace=1'),
     };
 }
 
 
+my @StderrReports;
+
 sub run_nginx {
     my ($args, %o) = @_;
-    return _run([_env('MONETIZE_NGINX'), @$args],
-                %o, env => { %{nginx_env()}, %{$o{env} // {}} });
+    my ($rc, $out, $err) = _run([_env('MONETIZE_NGINX'), @$args],
+        %o, env => { %{nginx_env()}, %{$o{env} // {}} });
+    push @StderrReports, ["stderr of nginx @$args", $err]
+        if sanitizing() && _has_report($err);
+    return ($rc, $out, $err);
 }
 
 
-# The reports written since the last call, as [file, text].
+sub _has_report {
+    return $_[0] =~ /: runtime error: |ERROR: AddressSanitizer/;
+}
+
+
+# The reports written since the last call, as [where, text]: ASan's
+# files, UBSan's lines in the error logs and in nginx's stderr.
 sub _new_reports {
     return () unless sanitizing();
     my $dir = _sanitizer_dir();
-    opendir my $dh, $dir or return ();
+    my @reports = splice @StderrReports;
+    opendir my $dh, $dir or return @reports;
     my @new = sort grep { /\A(?:asan|ubsan)\./ && !$SeenReports{$_} }
               readdir $dh;
     $SeenReports{$_} = 1 for @new;
-    return map { ["$dir/$_", _slurp("$dir/$_")] } @new;
+    push @reports, map { ["$dir/$_", _slurp("$dir/$_")] } @new;
+
+    for my $n (@Nginxes) {
+        my $log = $n->error_log_file;
+        my $size = -s $log || 0;
+        my $from = $n->{sanitizer_mark} // 0;
+        $from = 0 if $from > $size;
+        my $text = _slurp($log, $from);
+        $n->{sanitizer_mark} = $from + length $text;
+        next unless _has_report($text);
+        # The report and the stack under it (lines with no date).
+        my @lines = grep { !/\A\d{4}\/\d\d\/\d\d / } split /\n/, $text;
+        push @reports, [$log, join("\n", @lines) . "\n"];
+    }
+    return @reports;
 }
 
 
@@ -1321,6 +1354,8 @@ sub start {
         prefix => delete $o{prefix} // Test::Monetize::new_dir('nginx'),
     }, $class;
     $self->_configure(%o);
+    # A prefix used before: what its log says was looked at then.
+    $self->{sanitizer_mark} = $self->error_log_mark;
     push @Test::Monetize::Nginxes, $self;
     $self->_start;
     return $self;
