@@ -494,6 +494,13 @@ ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
         p = text.data;
 
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
+
+            /* a chunked body ends with an empty buffer that has no memory */
+
+            if (cl->buf->pos == cl->buf->last) {
+                continue;
+            }
+
             p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
         }
     }
