@@ -135,11 +135,7 @@ ngx_http_monetize_api_handler(ngx_http_request_t *r)
     if (route && route->limited) {
         rc = ngx_http_monetize_api_limit(r);
 
-        if (rc != NGX_OK) {
-            if (ngx_http_discard_request_body(r) != NGX_OK) {
-                r->keepalive = 0;
-            }
-
+        if (rc != NGX_DECLINED) {
             return rc;
         }
     }
@@ -282,7 +278,9 @@ ngx_http_monetize_api_match(ngx_str_t *pattern, ngx_str_t *path,
 
 /*
  * The public endpoints that create accounts or check passwords take at most
- * monetize_api_limit calls from one client address (node-local).
+ * monetize_api_limit calls from one client address (node-local). Returns
+ * NGX_DECLINED when the call may go on; otherwise the call has its answer
+ * (the status that ends it).
  */
 
 static ngx_int_t
@@ -296,7 +294,7 @@ ngx_http_monetize_api_limit(ngx_http_request_t *r)
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
     if (mcf->api_limit == 0) {
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     key.len = sizeof("ip:") - 1 + r->connection->addr_text.len;
@@ -313,7 +311,11 @@ ngx_http_monetize_api_limit(ngx_http_request_t *r)
                                       mcf->api_limit_burst, &lim)
         != NGX_OK || lim.allowed)
     {
-        return NGX_OK;
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
     }
 
     if (ngx_http_monetize_rate_limit_headers(r, &lim) != NGX_OK) {
