@@ -754,15 +754,26 @@ static ngx_int_t
 ngx_http_monetize_health_answer(ngx_http_request_t *r,
     ngx_http_monetize_health_t *h)
 {
-    json_t     *body;
-    const char *what;
-    ngx_str_t   retry = ngx_string("1");
+    json_t                         *body;
+    const char                     *what;
+    ngx_str_t                       retry = ngx_string("1");
+    ngx_http_monetize_main_conf_t  *mcf;
 
-    if (!h->postgres_down && !h->redis_down) {
-        body = json_pack("{s:s,s:s}", "status", "ok", "postgres", "ok");
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    /*
+     * Without Redis the gate limits with the node's own limiter, and the
+     * node serves: "degraded", not down, unless a location refuses calls
+     * without Redis (monetize_fail_mode closed).
+     */
+
+    if (!h->postgres_down && (!h->redis_down || !mcf->redis_required)) {
+        body = json_pack("{s:s,s:s}", "status",
+                         h->redis_down ? "degraded" : "ok", "postgres", "ok");
 
         if (body != NULL && h->redis
-            && json_object_set_new(body, "redis", json_string("ok")))
+            && json_object_set_new(body, "redis",
+                   json_string(h->redis_down ? "down" : "ok")))
         {
             json_decref(body);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
