@@ -446,8 +446,14 @@ ngx_http_monetize_api_body_read(ngx_http_request_t *r)
 
 
 /*
- * Sets ctx->body (NULL only when out of memory) or returns the error to
- * answer.
+ * Sets ctx->body (NULL only when out of memory or the body's temporary
+ * file cannot be read) or returns the error to answer.
+ *
+ * A body larger than the location's client_body_buffer_size (8k by
+ * default) is in nginx's temporary file: it is read back from there (at
+ * most monetize_api_max_body, just written, so from the page cache, as
+ * nginx's own write of it was made), so that the limit is
+ * monetize_api_max_body whatever the buffer.
  */
 
 static json_t *
@@ -455,7 +461,10 @@ ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx)
 {
     u_char                         *p;
-    size_t                          len;
+    off_t                           len;
+    size_t                          size;
+    ssize_t                         n;
+    ngx_buf_t                      *b;
     ngx_str_t                       text;
     ngx_chain_t                    *cl;
     json_error_t                    error;
@@ -467,16 +476,11 @@ ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
 
     if (r->request_body) {
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            if (cl->buf->in_file) {
-                len = mcf->max_body_size + 1;
-                break;
-            }
-
-            len += cl->buf->last - cl->buf->pos;
+            len += ngx_buf_size(cl->buf);
         }
     }
 
-    if (len > mcf->max_body_size) {
+    if (len > (off_t) mcf->max_body_size) {
         /* a chunked body: its size was known only once read */
         return ngx_http_monetize_error_body("body_too_large",
                                             "the body may have at most "
@@ -487,8 +491,8 @@ ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
         ngx_str_set(&text, "{}");
 
     } else {
-        text.len = len;
-        text.data = ngx_pnalloc(r->pool, len);
+        text.len = (size_t) len;
+        text.data = ngx_pnalloc(r->pool, text.len);
         if (text.data == NULL) {
             return NULL;
         }
@@ -496,14 +500,35 @@ ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
         p = text.data;
 
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
 
             /* a chunked body ends with an empty buffer that has no memory */
 
-            if (cl->buf->pos == cl->buf->last) {
+            if (ngx_buf_size(b) == 0) {
                 continue;
             }
 
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+            if (!b->in_file) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+                continue;
+            }
+
+            size = (size_t) (b->file_last - b->file_pos);
+
+            n = ngx_read_file(b->file, p, size, b->file_pos);
+
+            if (n != (ssize_t) size) {
+                if (n != NGX_ERROR) {
+                    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                                  "monetize: read only %z of %uz bytes of "
+                                  "the body from \"%V\"", n, size,
+                                  &b->file->name);
+                }
+
+                return NULL;
+            }
+
+            p += size;
         }
     }
 
