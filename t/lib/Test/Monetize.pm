@@ -137,6 +137,8 @@ file started are stopped then, even when the test dies.
       main_config => ..., workers => 2, log_level => 'debug',
       no_monetize => 1, postgres => ..., key_secret => ..., api_limit => ...,
       port => ...);
+      # or conf => the whole nginx.conf (error_log logs/error.log and
+      # pid logs/nginx.pid in it; port => the port that request() calls)
   my $res = $ngx->request('POST', '/v1/register',
       headers => {...} or [name => value, ...], body => '...' or
       json => {...}, timeout => 10, protocol => 'HTTP/1.0', raw => $bytes);
@@ -1372,8 +1374,9 @@ sub _configure {
     $self->{opts} = {%o};
     $self->{workers} = $o{workers} // 1;
     $self->{workers} =~ s/\s+//g;
-    $self->{conf_text} = Test::Monetize::_conf_text(
-        %o, port => $self->{port}, prefix => $self->{prefix});
+    $self->{conf_text} = defined $o{conf} ? $o{conf}
+        : Test::Monetize::_conf_text(%o, port => $self->{port},
+                                     prefix => $self->{prefix});
     $self->{conf_file} = Test::Monetize::_write_conf($self->{prefix},
                                                      $self->{conf_text});
 }
