@@ -43,6 +43,9 @@ typedef struct {
     ngx_http_complex_value_t     *top_up_url;
     ngx_flag_t                    api_used;
     ngx_flag_t                    gate_used;      /* set by the gate */
+    ngx_flag_t                    redis_required; /* set by the gate: a
+                                                     location refuses calls
+                                                     without Redis */
     ngx_uint_t                    plans_version;  /* per worker, see plans */
 } ngx_http_monetize_main_conf_t;
 

@@ -135,11 +135,7 @@ ngx_http_monetize_api_handler(ngx_http_request_t *r)
     if (route && route->limited) {
         rc = ngx_http_monetize_api_limit(r);
 
-        if (rc != NGX_OK) {
-            if (ngx_http_discard_request_body(r) != NGX_OK) {
-                r->keepalive = 0;
-            }
-
+        if (rc != NGX_DECLINED) {
             return rc;
         }
     }
@@ -282,7 +278,9 @@ ngx_http_monetize_api_match(ngx_str_t *pattern, ngx_str_t *path,
 
 /*
  * The public endpoints that create accounts or check passwords take at most
- * monetize_api_limit calls from one client address (node-local).
+ * monetize_api_limit calls from one client address (node-local). Returns
+ * NGX_DECLINED when the call may go on; otherwise the call has its answer
+ * (the status that ends it).
  */
 
 static ngx_int_t
@@ -296,7 +294,7 @@ ngx_http_monetize_api_limit(ngx_http_request_t *r)
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
     if (mcf->api_limit == 0) {
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     key.len = sizeof("ip:") - 1 + r->connection->addr_text.len;
@@ -313,7 +311,11 @@ ngx_http_monetize_api_limit(ngx_http_request_t *r)
                                       mcf->api_limit_burst, &lim)
         != NGX_OK || lim.allowed)
     {
-        return NGX_OK;
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
     }
 
     if (ngx_http_monetize_rate_limit_headers(r, &lim) != NGX_OK) {
@@ -444,8 +446,14 @@ ngx_http_monetize_api_body_read(ngx_http_request_t *r)
 
 
 /*
- * Sets ctx->body (NULL only when out of memory) or returns the error to
- * answer.
+ * Sets ctx->body (NULL only when out of memory or the body's temporary
+ * file cannot be read) or returns the error to answer.
+ *
+ * A body larger than the location's client_body_buffer_size (8k by
+ * default) is in nginx's temporary file: it is read back from there (at
+ * most monetize_api_max_body, just written, so from the page cache, as
+ * nginx's own write of it was made), so that the limit is
+ * monetize_api_max_body whatever the buffer.
  */
 
 static json_t *
@@ -453,7 +461,10 @@ ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx)
 {
     u_char                         *p;
-    size_t                          len;
+    off_t                           len;
+    size_t                          size;
+    ssize_t                         n;
+    ngx_buf_t                      *b;
     ngx_str_t                       text;
     ngx_chain_t                    *cl;
     json_error_t                    error;
@@ -465,16 +476,11 @@ ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
 
     if (r->request_body) {
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            if (cl->buf->in_file) {
-                len = mcf->max_body_size + 1;
-                break;
-            }
-
-            len += cl->buf->last - cl->buf->pos;
+            len += ngx_buf_size(cl->buf);
         }
     }
 
-    if (len > mcf->max_body_size) {
+    if (len > (off_t) mcf->max_body_size) {
         /* a chunked body: its size was known only once read */
         return ngx_http_monetize_error_body("body_too_large",
                                             "the body may have at most "
@@ -485,8 +491,8 @@ ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
         ngx_str_set(&text, "{}");
 
     } else {
-        text.len = len;
-        text.data = ngx_pnalloc(r->pool, len);
+        text.len = (size_t) len;
+        text.data = ngx_pnalloc(r->pool, text.len);
         if (text.data == NULL) {
             return NULL;
         }
@@ -494,7 +500,35 @@ ngx_http_monetize_api_parse_body(ngx_http_request_t *r,
         p = text.data;
 
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+            b = cl->buf;
+
+            /* a chunked body ends with an empty buffer that has no memory */
+
+            if (ngx_buf_size(b) == 0) {
+                continue;
+            }
+
+            if (!b->in_file) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+                continue;
+            }
+
+            size = (size_t) (b->file_last - b->file_pos);
+
+            n = ngx_read_file(b->file, p, size, b->file_pos);
+
+            if (n != (ssize_t) size) {
+                if (n != NGX_ERROR) {
+                    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                                  "monetize: read only %z of %uz bytes of "
+                                  "the body from \"%V\"", n, size,
+                                  &b->file->name);
+                }
+
+                return NULL;
+            }
+
+            p += size;
         }
     }
 
@@ -745,15 +779,26 @@ static ngx_int_t
 ngx_http_monetize_health_answer(ngx_http_request_t *r,
     ngx_http_monetize_health_t *h)
 {
-    json_t     *body;
-    const char *what;
-    ngx_str_t   retry = ngx_string("1");
+    json_t                         *body;
+    const char                     *what;
+    ngx_str_t                       retry = ngx_string("1");
+    ngx_http_monetize_main_conf_t  *mcf;
 
-    if (!h->postgres_down && !h->redis_down) {
-        body = json_pack("{s:s,s:s}", "status", "ok", "postgres", "ok");
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    /*
+     * Without Redis the gate limits with the node's own limiter, and the
+     * node serves: "degraded", not down, unless a location refuses calls
+     * without Redis (monetize_fail_mode closed).
+     */
+
+    if (!h->postgres_down && (!h->redis_down || !mcf->redis_required)) {
+        body = json_pack("{s:s,s:s}", "status",
+                         h->redis_down ? "degraded" : "ok", "postgres", "ok");
 
         if (body != NULL && h->redis
-            && json_object_set_new(body, "redis", json_string("ok")))
+            && json_object_set_new(body, "redis",
+                   json_string(h->redis_down ? "down" : "ok")))
         {
             json_decref(body);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -508,6 +508,14 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_ERROR;
     }
 
+    /* /health tells a load balancer: Redis down takes this node out */
+
+    if (conf->enable && conf->rate_limit == NGX_HTTP_MONETIZE_LIMIT_REDIS
+        && conf->fail_mode == NGX_HTTP_MONETIZE_FAIL_CLOSED)
+    {
+        mcf->redis_required = 1;
+    }
+
     if (conf->refund_set == NGX_CONF_UNSET) {
         conf->refund_set = prev->refund_set;
         ngx_memcpy(conf->refund, prev->refund, sizeof(conf->refund));

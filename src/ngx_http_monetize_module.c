@@ -22,6 +22,9 @@
 #define NGX_HTTP_MONETIZE_SECRET_MIN  16
 
 
+static ngx_int_t ngx_http_monetize_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_monetize_host_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_monetize_init_process(ngx_cycle_t *cycle);
 static void ngx_http_monetize_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_monetize_create_main_conf(ngx_conf_t *cf);
@@ -148,8 +151,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
 };
 
 
+static ngx_http_variable_t  ngx_http_monetize_host_var =
+    { ngx_string("monetize_host"), NULL, ngx_http_monetize_host_variable, 0,
+      0, 0 };
+
+
 static ngx_http_module_t  ngx_http_monetize_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_monetize_add_variables,       /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     ngx_http_monetize_create_main_conf,    /* create main configuration */
@@ -177,6 +185,67 @@ ngx_module_t  ngx_http_monetize_module = {
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+/*
+ * $monetize_host: the host and port the client called, as its Host header
+ * says; without one (HTTP/1.0), the server's name and the port the call
+ * came to, unless it is the scheme's own. $host drops the port.
+ */
+
+static ngx_int_t
+ngx_http_monetize_host_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                    *p;
+    ngx_str_t                  name;
+    ngx_uint_t                 port, scheme_port;
+    ngx_http_core_srv_conf_t  *cscf;
+
+    if (r->headers_in.host && r->headers_in.host->value.len) {
+        v->data = r->headers_in.host->value.data;
+        v->len = r->headers_in.host->value.len;
+        v->valid = 1;
+        v->no_cacheable = 0;
+        v->not_found = 0;
+        return NGX_OK;
+    }
+
+    cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
+    name = cscf->server_name;
+
+    if (ngx_connection_local_sockaddr(r->connection, NULL, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    port = ngx_inet_get_port(r->connection->local_sockaddr);
+    scheme_port = 80;
+
+#if (NGX_HTTP_SSL)
+    if (r->connection->ssl) {
+        scheme_port = 443;
+    }
+#endif
+
+    p = ngx_pnalloc(r->pool, name.len + sizeof(":65535") - 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+    p = ngx_cpymem(p, name.data, name.len);
+
+    if (port != scheme_port) {
+        p = ngx_sprintf(p, ":%ui", port);
+    }
+
+    v->len = p - v->data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
 
 
 static ngx_int_t
@@ -229,6 +298,25 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
 }
 
 
+static ngx_int_t
+ngx_http_monetize_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    v = &ngx_http_monetize_host_var;
+
+    var = ngx_http_add_variable(cf, &v->name, v->flags);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = v->get_handler;
+    var->data = v->data;
+
+    return NGX_OK;
+}
+
+
 static void *
 ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
 {
@@ -249,6 +337,8 @@ ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
      *     mcf->thread_pool = NULL;
      *     mcf->top_up_url = NULL;
      *     mcf->api_used = 0;
+     *     mcf->gate_used = 0;
+     *     mcf->redis_required = 0;
      */
 
     mcf->signup_credits = NGX_CONF_UNSET;
@@ -270,7 +360,7 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_str_t                          top_up, name;
     ngx_http_compile_complex_value_t   ccv;
 
-    ngx_str_set(&top_up, "$scheme://$host/v1/purchase_credits");
+    ngx_str_set(&top_up, "$scheme://$monetize_host/v1/purchase_credits");
 
     ngx_conf_init_value(mcf->signup_credits, 0);
     ngx_conf_init_value(mcf->bcrypt_cost, 12);

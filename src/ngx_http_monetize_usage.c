@@ -15,7 +15,8 @@
 /*
  * GET /usage?from=YYYY-MM-DD&to=YYYY-MM-DD&granularity=day: the caller's
  * calls and credits per day (UTC), summed over its keys and locations, from
- * the usage table that the gate fills.
+ * the usage table that the gate fills (and monetize_use_credit(), for the
+ * charges of /use_credit).
  */
 
 

@@ -8,8 +8,6 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <openssl/rand.h>
-
 #include "ngx_http_monetize_api.h"
 #include "ngx_http_monetize_validate.h"
 
@@ -20,21 +18,28 @@
  * the same idempotency key never charges twice; one statement
  * (monetize_use_credit() in SQL) charges, or tells a replay, a conflict or
  * a balance that cannot pay.
+ *
+ * A call without a key gets one, "req_" and its $request_id: when the
+ * answer of the statement is lost, the charge may have committed or not,
+ * and the 503 gives that key, so that the retry replays a charge that was
+ * made and makes one that was not, never a second.
  */
 
 
 #define NGX_HTTP_MONETIZE_AMOUNT_MAX           1000000000
 #define NGX_HTTP_MONETIZE_IDEMPOTENCY_MAX      255
-#define NGX_HTTP_MONETIZE_NONCE_LEN            16
 
 
 typedef struct {
     int64_t                        amount;
+    ngx_str_t                      idempotency_key;
 } ngx_http_monetize_use_credit_t;
 
 
-static ngx_int_t ngx_http_monetize_use_credit_reference(ngx_http_request_t *r,
-    ngx_str_t *user_id, ngx_str_t *idempotency_key, ngx_str_t *reference);
+static ngx_int_t ngx_http_monetize_use_credit_key(ngx_http_request_t *r,
+    ngx_str_t *key);
+static ngx_int_t ngx_http_monetize_use_credit_unknown(ngx_http_request_t *r,
+    ngx_http_monetize_use_credit_t *uc);
 static ngx_int_t ngx_http_monetize_use_credit_result(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
 
@@ -50,7 +55,7 @@ ngx_http_monetize_use_credit_handler(ngx_http_request_t *r,
     u_char                          *p;
     json_t                          *fields;
     ngx_int_t                        amount_rc, key_rc;
-    ngx_str_t                        idempotency_key, params[4];
+    ngx_str_t                        params[4];
     ngx_http_monetize_use_credit_t  *uc;
 
     uc = ngx_pcalloc(r->pool, sizeof(ngx_http_monetize_use_credit_t));
@@ -66,7 +71,7 @@ ngx_http_monetize_use_credit_handler(ngx_http_request_t *r,
     }
 
     uc->amount = 1;
-    ngx_str_null(&idempotency_key);
+    ngx_str_null(&uc->idempotency_key);
 
     amount_rc = ngx_http_monetize_field_int(ctx->body, fields, "amount", 1,
                                             NGX_HTTP_MONETIZE_AMOUNT_MAX,
@@ -74,7 +79,7 @@ ngx_http_monetize_use_credit_handler(ngx_http_request_t *r,
     key_rc = ngx_http_monetize_field_ascii(ctx->body, fields,
                                            "idempotency_key",
                                            NGX_HTTP_MONETIZE_IDEMPOTENCY_MAX,
-                                           &idempotency_key);
+                                           &uc->idempotency_key);
 
     if (amount_rc == NGX_ERROR || key_rc == NGX_ERROR) {
         json_decref(fields);
@@ -97,12 +102,24 @@ ngx_http_monetize_use_credit_handler(ngx_http_request_t *r,
     params[2].data = p;
     params[2].len = ngx_sprintf(p, "%L", uc->amount) - p;
 
-    if (ngx_http_monetize_use_credit_reference(r, &ctx->caller.user_id,
-                                               &idempotency_key, &params[3])
-        != NGX_OK)
+    if (uc->idempotency_key.data == NULL
+        && ngx_http_monetize_use_credit_key(r, &uc->idempotency_key)
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    /* per account, so that two accounts may use the same key */
+
+    params[3].len = sizeof("use_credit::key:") - 1
+                    + ctx->caller.user_id.len + uc->idempotency_key.len;
+    params[3].data = ngx_pnalloc(r->pool, params[3].len);
+    if (params[3].data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(params[3].data, "use_credit:%V:key:%V",
+                &ctx->caller.user_id, &uc->idempotency_key);
 
     return ngx_http_monetize_api_query(r, ngx_http_monetize_use_credit_sql,
                                        params, 4,
@@ -111,44 +128,32 @@ ngx_http_monetize_use_credit_handler(ngx_http_request_t *r,
 
 
 /*
- * The ledger reference: per account, so that two accounts may use the same
- * idempotency key, and in two name spaces, so that no idempotency key can
- * equal the random reference of a call made without one.
+ * The key of a call that gave none: its $request_id, 32 random hex digits,
+ * which the access log can show too.
  */
 
 static ngx_int_t
-ngx_http_monetize_use_credit_reference(ngx_http_request_t *r,
-    ngx_str_t *user_id, ngx_str_t *idempotency_key, ngx_str_t *reference)
+ngx_http_monetize_use_credit_key(ngx_http_request_t *r, ngx_str_t *key)
 {
-    u_char  *p;
-    u_char   nonce[NGX_HTTP_MONETIZE_NONCE_LEN];
+    u_char                     *p;
+    ngx_str_t                   name = ngx_string("request_id");
+    ngx_http_variable_value_t  *vv;
 
-    reference->data = ngx_pnalloc(r->pool,
-                                  sizeof("use_credit::request:") - 1
-                                  + user_id->len
-                                  + ngx_max(idempotency_key->len,
-                                            2 * sizeof(nonce)));
-    if (reference->data == NULL) {
+    vv = ngx_http_get_variable(r, &name, ngx_hash_key(name.data, name.len));
+
+    if (vv == NULL || vv->not_found || vv->len == 0) {
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(reference->data, "use_credit:%V:", user_id);
-
-    if (idempotency_key->data) {
-        p = ngx_sprintf(p, "key:%V", idempotency_key);
-
-    } else {
-        if (RAND_bytes(nonce, sizeof(nonce)) != 1) {
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "monetize: RAND_bytes() failed");
-            return NGX_ERROR;
-        }
-
-        p = ngx_cpymem(p, "request:", sizeof("request:") - 1);
-        p = ngx_hex_dump(p, nonce, sizeof(nonce));
+    p = ngx_pnalloc(r->pool, sizeof("req_") - 1 + vv->len);
+    if (p == NULL) {
+        return NGX_ERROR;
     }
 
-    reference->len = p - reference->data;
+    key->data = p;
+    p = ngx_cpymem(p, "req_", sizeof("req_") - 1);
+    p = ngx_cpymem(p, vv->data, vv->len);
+    key->len = p - key->data;
 
     return NGX_OK;
 }
@@ -164,6 +169,10 @@ ngx_http_monetize_use_credit_result(ngx_http_request_t *r,
     ngx_http_monetize_use_credit_t  *uc;
 
     uc = ctx->data;
+
+    if (q->status == NGX_HTTP_MONETIZE_PG_UNAVAILABLE && q->sent) {
+        return ngx_http_monetize_use_credit_unknown(r, uc);
+    }
 
     if (q->status != NGX_HTTP_MONETIZE_PG_OK
         || ngx_http_monetize_pg_get_str(q, 0, 0, &outcome) != NGX_OK
@@ -199,4 +208,42 @@ ngx_http_monetize_use_credit_result(ngx_http_request_t *r,
 
     return ngx_http_monetize_send_json(r, NGX_HTTP_OK,
                json_pack("{s:I}", "balance", (json_int_t) balance));
+}
+
+
+/*
+ * The statement was sent and its answer lost: it may have committed. A
+ * refusal by the server, or a statement never sent, is a definite "not
+ * charged", and the usual 503 "try again" holds for those.
+ */
+
+static ngx_int_t
+ngx_http_monetize_use_credit_unknown(ngx_http_request_t *r,
+    ngx_http_monetize_use_credit_t *uc)
+{
+    json_t     *body;
+    ngx_str_t   retry = ngx_string("1");
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "monetize: the answer to a charge of %L credits "
+                  "(idempotency key \"%V\") was lost; its outcome is unknown",
+                  uc->amount, &uc->idempotency_key);
+
+    body = ngx_http_monetize_error_body("outcome_unknown",
+               "PostgreSQL's answer was lost: the charge may have been "
+               "made. Retry with this idempotency_key and the same amount: "
+               "it charges only if this call did not");
+
+    if (body == NULL
+        || json_object_set_new(json_object_get(body, "error"),
+                               "idempotency_key",
+                               json_stringn((char *) uc->idempotency_key.data,
+                                            uc->idempotency_key.len))
+        || ngx_http_monetize_set_header(r, "Retry-After", &retry) != NGX_OK)
+    {
+        json_decref(body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_monetize_send_json(r, NGX_HTTP_SERVICE_UNAVAILABLE, body);
 }

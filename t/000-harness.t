@@ -6,6 +6,7 @@ use warnings;
 use lib 't/lib';
 use Test::Monetize;
 use JSON::PP ();
+use Test2::API ();
 
 my $dir = Test::Monetize::new_dir('harness');
 
@@ -232,6 +233,47 @@ is(Test::Monetize::redis_cli('PING'), 'PONG', 'redis_cli: PING');
 Test::Monetize::redis_cli('SET', "harness:$$", "a b");
 is(Test::Monetize::redis_cli('GET', "harness:$$"), 'a b', 'redis_cli: GET');
 Test::Monetize::redis_cli('DEL', "harness:$$");
+
+
+# --- Sanitizers (MONETIZE_SANITIZE=1 scripts/test) ---------------------------
+
+SKIP: {
+    skip 'not built with the sanitizers', 6
+        unless Test::Monetize::sanitizing();
+
+    my $ngx = Test::Monetize::Nginx->start(
+        config => 'location / { return 204; }');
+    my ($w) = $ngx->worker_pids;
+    like(Test::Monetize::_slurp("/proc/$w/maps"), qr/libasan\.so/,
+         'sanitizers: the workers run with the runtime');
+
+    # ASan's own SEGV handler writes a report, as it does for a bug.
+    kill 'SEGV', $w;
+    Test::Monetize::wait_until(10, sub {
+        !grep { $_ == $w } $ngx->worker_pids });
+    my $events = Test2::API::intercept(sub {
+        Test::Monetize::sanitizer_check('a worker that crashed');
+    });
+    my @fails = grep { $_->isa('Test2::Event::Ok') && !$_->pass } @$events;
+    is(scalar @fails, 1, 'sanitizers: a report fails a test');
+    like(join('', map { $_->isa('Test2::Event::Diag') ? $_->message : '' }
+                  @$events),
+         qr/AddressSanitizer: SEGV/, '... and prints it');
+    is(Test::Monetize::sanitizer_check('the same again'), 1,
+       '... once');
+
+    # UBSan writes to stderr, which nginx points at its error log.
+    open my $log, '>>', $ngx->error_log_file or die $!;
+    print {$log} "x.c:1:2: runtime error: a line as UBSan writes it\n";
+    close $log;
+    $events = Test2::API::intercept(sub {
+        Test::Monetize::sanitizer_check('a line in the error log');
+    });
+    @fails = grep { $_->isa('Test2::Event::Ok') && !$_->pass } @$events;
+    is(scalar @fails, 1, 'sanitizers: a UBSan line in the error log fails');
+    is(Test::Monetize::sanitizer_check('the same again'), 1, '... once');
+    $ngx->stop;
+}
 
 done_testing();
 

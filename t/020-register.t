@@ -8,7 +8,7 @@ use lib 't/lib';
 use Test::Monetize;
 use Digest::SHA qw(hmac_sha256_hex);
 
-plan tests => scalar blocks() + 6;
+plan tests => scalar blocks() + 10;
 run_tests();
 
 my $ngx = Test::Monetize::Nginx->start(
@@ -47,6 +47,32 @@ my @money = Test::Monetize::psql(
 is_deeply \@money, [[250, 250, 'signup', 't', 250]],
     'the signup grant: one ledger entry, and the balance it makes';
 
+$ngx->stop;
+
+# A registration the address limit refuses changes nothing: no account, no
+# signup credits, one answer.
+$ngx = Test::Monetize::Nginx->start(
+    http_config => "monetize_bcrypt_cost 4;\nmonetize_signup_credits 100;",
+    api_limit => 'monetize_api_limit 10r/m burst=2;',
+    config => 'location /v1/ { monetize_api; }');
+my $mark = $ngx->error_log_mark;
+my @res = map {
+    $ngx->request('POST', '/v1/register',
+                  json => {email => "farm$_\@example.com",
+                           password => 'correct horse'})
+} 1 .. 4;
+is_deeply [map { $_->{status} } @res], [201, 201, 429, 429],
+    'valid registrations past the limit: 429';
+is_deeply [map { $_->{json}{error}{code} } @res[2, 3]],
+    ['rate_limited', 'rate_limited'], '... rate_limited, a JSON answer';
+is_deeply [Test::Monetize::psql(
+    q{SELECT count(*), (SELECT count(*) FROM credit_ledger l
+                         JOIN users u ON u.id = l.user_id
+                        WHERE u.email LIKE 'farm%')
+        FROM users WHERE email LIKE 'farm%'})],
+    [[2, 2]], '... and only the two admitted made accounts and credits';
+unlike $ngx->error_log_since($mark), qr/\[alert\]/,
+    '... with nothing sent twice (no alert)';
 $ngx->stop;
 
 __DATA__

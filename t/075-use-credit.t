@@ -109,7 +109,7 @@ POST /v1/use_credit
 --- response_headers
 !Idempotent-Replayed
 --- sql
-SELECT delta, kind, api_key_id, balance_after, reference ~ '^use_credit:a0000000-0000-4000-8000-000000000000:request:[0-9a-f]{32}$' FROM credit_ledger WHERE kind = 'use_credit'
+SELECT delta, kind, api_key_id, balance_after, reference ~ '^use_credit:a0000000-0000-4000-8000-000000000000:key:req_[0-9a-f]{32}$' FROM credit_ledger WHERE kind = 'use_credit'
 --- sql_result
 -1	use_credit	00000000-0000-4000-8000-00000000000a	99	t
 

@@ -42,6 +42,10 @@ Test::Monetize::psql(
     . "        (\$2, \$5, '/api/',   '2026-01-01', 100, 100)",
     $alice, $bob, $k1, $k2, $kb, day_ago(0), day_ago(29), day_ago(30));
 
+# Bob spends credits through /use_credit too.
+Test::Monetize::psql("SELECT monetize_credit(\$1, 100, 'admin', 'fixture')",
+                     $bob);
+
 plan tests => scalar blocks();
 run_tests();
 
@@ -221,3 +225,19 @@ Authorization: Bearer sk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
 --- response_json eval
 [{error => {code => 'missing_credentials'}},
  {error => {code => 'method_not_allowed'}}]
+
+
+=== TEST 15: credits spent through /use_credit are use too: one call each
+--- config
+    location /v1/ { monetize_api; }
+--- more_headers
+Authorization: Bearer sk_live_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB
+Content-Type: application/json
+--- request eval
+["POST /v1/use_credit\n{\"amount\": 5}",
+ "POST /v1/use_credit\n{\"amount\": 2, \"idempotency_key\": \"k\"}",
+ "POST /v1/use_credit\n{\"amount\": 2, \"idempotency_key\": \"k\"}",
+ "GET /v1/usage"]
+--- response_json eval
+[{balance => 95}, {balance => 93}, {balance => 93},
+ {usage => [{date => day_ago(0), calls => 2, credits => 7}]}]

@@ -25,6 +25,28 @@ sub health {
     return $res;
 }
 
+# A gated location that refuses calls without Redis: only then is Redis
+# down a 503 of /health (t/077 shows the 200 "degraded" otherwise).
+my $api = <<'CONF';
+    location /v1/ { monetize_api; }
+    location /closed/ {
+        monetize_gate on;
+        monetize_rate_limit redis;
+        monetize_fail_mode closed;
+        return 204;
+    }
+CONF
+
+# The first answer once the workers have connected to Redis (they connect
+# as they start; with a gated location they first talk to PostgreSQL).
+sub health_up {
+    my ($ngx) = @_;
+    return Test::Monetize::wait_until(5, sub {
+        my $r = health($ngx);
+        $r->{status} == 200 && $r;
+    }) || health($ngx);
+}
+
 sub count {
     my ($text, $re) = @_;
     return scalar(() = $text =~ /$re/g);
@@ -43,10 +65,10 @@ my $ngx = Test::Monetize::Nginx->start(
     workers => 2,
     http_config => "monetize_redis 127.0.0.1:$port timeout=100ms "
                  . "prefix=t090:;",
-    config => 'location /v1/ { monetize_api; }');
+    config => $api);
 my ($master) = $ngx->pids;
 
-my $res = health($ngx);
+my $res = health_up($ngx);
 is $res->{status}, 200, 'up: 200';
 is_deeply $res->{json}, {status => 'ok', postgres => 'ok', redis => 'ok'},
     '... with "redis":"ok"';
@@ -133,7 +155,7 @@ my $sport = $silent->sockport;
 
 $ngx = Test::Monetize::Nginx->start(
     http_config => "monetize_redis 127.0.0.1:$sport timeout=100ms;",
-    config => 'location /v1/ { monetize_api; }');
+    config => $api);
 
 my @silent = map { health($ngx) } 1 .. 5;
 is_deeply [map { $_->{status} } @silent], [(503) x 5], 'silent: 503';
@@ -162,9 +184,9 @@ $ngx = Test::Monetize::Nginx->start(
     main_config => 'env T090_REDIS_PASSWORD;',
     http_config => "monetize_redis unix:$adir/redis.sock "
                  . "password=env:T090_REDIS_PASSWORD db=3;",
-    config => 'location /v1/ { monetize_api; }');
+    config => $api);
 
-is health($ngx)->{status}, 200,
+is health_up($ngx)->{status}, 200,
     'over a unix socket, with password=env:NAME and db=3: 200';
 like $aredis->cli('-a', 't090-secret', '--no-auth-warning',
                'CLIENT', 'LIST'),
@@ -173,7 +195,7 @@ $ngx->stop;
 
 $ngx = Test::Monetize::Nginx->start(
     http_config => "monetize_redis 127.0.0.1:$aport password=wrong;",
-    config => 'location /v1/ { monetize_api; }');
+    config => $api);
 $res = health($ngx);
 is $res->{status}, 503, 'a wrong password: 503';
 is $res->{json}{redis}, 'down', '... "redis":"down"';

@@ -6,7 +6,8 @@
 # works under `set -euo pipefail` and exits with a message on failure.
 #
 #   monetize_install_deps                 install what is missing (root)
-#   monetize_build REPO BUILDDIR          -> BUILDDIR/nginx/objs/*.so
+#   monetize_build REPO BUILDDIR [sanitize]  -> BUILDDIR/nginx/objs/*.so;
+#                                         sanitize: with ASan and UBSan
 #   monetize_pg_start DIR PORT            cluster in DIR, role + db monetize
 #   monetize_pg_psql DIR PORT [ARGS...]   psql as the cluster's superuser
 #   monetize_pg_stop DIR
@@ -108,8 +109,33 @@ monetize_install_deps() {
 }
 
 
+# The sanitizer flags of `monetize_build REPO BUILDDIR sanitize`. The
+# modules then need gcc's runtimes loaded first in the process: Debian's
+# nginx is not built with them, so it must run with
+# LD_PRELOAD="$(monetize_sanitizer_preload)". -O2 as Debian builds: at
+# nginx's own -O, gcc 12 leaves out some of UBSan's checks (the nonnull
+# argument of a memcpy, for one). UBSan reads UBSAN_OPTIONS only at its
+# first report, when nginx has overwritten its environment: a report ends
+# the process by the build, not by an option.
+MONETIZE_SANITIZE_FLAGS="-O2 -fsanitize=address,undefined"
+MONETIZE_SANITIZE_FLAGS+=" -fno-sanitize-recover=undefined"
+MONETIZE_SANITIZE_FLAGS+=" -fno-omit-frame-pointer"
+
+
+monetize_sanitizer_preload() {
+    local lib path paths=()
+    for lib in libasan.so libubsan.so; do
+        path=$(gcc -print-file-name="$lib")
+        [[ $path == /* && -e $path ]] \
+            || monetize_die "gcc has no $lib (apt-get install gcc)"
+        paths+=("$(readlink -f "$path")")
+    done
+    echo "${paths[*]}"
+}
+
+
 monetize_build() {
-    local repo build src log stamp
+    local repo build src log stamp want flags=()
 
     repo=$(cd "$1" && pwd)
     mkdir -p "$2"
@@ -117,6 +143,12 @@ monetize_build() {
     src=$build/nginx
     log=$build/build.log
     stamp=$build/configured-for
+
+    if [[ ${3:-} == sanitize ]]; then
+        flags=(--with-cc-opt="$MONETIZE_SANITIZE_FLAGS"
+               --with-ld-opt="$MONETIZE_SANITIZE_FLAGS")
+    fi
+    want=$repo${flags[0]:+ ${flags[*]}}
 
     [[ -f $repo/config ]] || monetize_die "$repo/config is missing"
 
@@ -136,11 +168,14 @@ monetize_build() {
         # shellcheck disable=SC1091
         source ./conf_flags || exit 1
 
+        # A build directory built with other flags is configured again;
+        # make then rebuilds every object.
         if [[ ! -f objs/Makefile || $repo/config -nt objs/Makefile
-              || "$(cat "$stamp" 2>/dev/null)" != "$repo" ]]; then
-            ./configure "${NGX_CONF_FLAGS[@]}" --add-dynamic-module="$repo" \
-                || exit 1
-            printf '%s\n' "$repo" >"$stamp"
+              || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]
+        then
+            ./configure "${NGX_CONF_FLAGS[@]}" "${flags[@]}" \
+                --add-dynamic-module="$repo" || exit 1
+            printf '%s\n' "$want" >"$stamp"
         fi
 
         make -j2 -f objs/Makefile modules || exit 1

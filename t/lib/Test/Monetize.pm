@@ -137,6 +137,8 @@ file started are stopped then, even when the test dies.
       main_config => ..., workers => 2, log_level => 'debug',
       no_monetize => 1, postgres => ..., key_secret => ..., api_limit => ...,
       port => ...);
+      # or conf => the whole nginx.conf (error_log logs/error.log and
+      # pid logs/nginx.pid in it; port => the port that request() calls)
   my $res = $ngx->request('POST', '/v1/register',
       headers => {...} or [name => value, ...], body => '...' or
       json => {...}, timeout => 10, protocol => 'HTTP/1.0', raw => $bytes);
@@ -180,6 +182,29 @@ fails (or with MONETIZE_KEEP=1). nginx runs as root with its workers as
 nobody, so these directories are world-readable.
 
 Waiting is polling with a timeout, never a fixed sleep.
+
+=head1 SANITIZERS
+
+With MONETIZE_SANITIZE=1 (C<MONETIZE_SANITIZE=1 scripts/test>, which
+builds the modules with AddressSanitizer and UBSan), every nginx runs with
+the runtimes preloaded (MONETIZE_SANITIZE_PRELOAD, the LD_PRELOAD that
+scripts/test sets), ASAN_OPTIONS writing ASan's reports to sanitizer/ in
+the file's directory, and UBSAN_OPTIONS; nginx.conf keeps them for the
+workers with C<env>. UBSan writes to stderr: nginx's error log, or what
+run_nginx captures. After each nginx stops, and after each block, a
+report written since the last look (a file there, a "runtime error:" in
+an error log or on stderr) fails the test and is printed. Options of
+your own in ASAN_OPTIONS/UBSAN_OPTIONS come first (log_path stays ours).
+
+  Test::Monetize::nginx_env()       the environment an nginx runs with
+                                    (a hashref; empty without sanitizers)
+  Test::Monetize::run_nginx(\@args, env => {...})
+                                    (exit code, stdout, stderr) of the
+                                    nginx binary with @args; env values
+                                    undef unset a variable
+  Test::Monetize::sanitizer_check($what)   a failing test, with the
+                                    reports, if any was written since the
+                                    last look; else true and no test
 
 =cut
 
@@ -494,7 +519,13 @@ sub _run {
         open STDOUT, '>', $out->filename;
         open STDERR, '>', $err->filename;
         chdir $o{chdir} if $o{chdir};
-        @ENV{keys %{$o{env}}} = values %{$o{env}} if $o{env};
+        for my $k (keys %{$o{env} // {}}) {
+            if (defined $o{env}{$k}) {
+                $ENV{$k} = $o{env}{$k};
+            } else {
+                delete $ENV{$k};
+            }
+        }
         { no warnings 'exec'; exec { $cmd->[0] } @$cmd; }
         print STDERR "exec $cmd->[0]: $!\n";
         POSIX::_exit(127);
@@ -730,6 +761,12 @@ sub _conf_text {
     chomp($level, $workers);
     my %s = map { $_ => $o{$_} // '' } qw(main_config http_config config);
 
+    # nginx clears the workers' environment of all that env does not
+    # keep; the runtimes read their options at start, in the master, but a
+    # binary upgrade's exec needs them again.
+    my $sanitize = sanitizing()
+        ? "env LD_PRELOAD;\nenv ASAN_OPTIONS;\nenv UBSAN_OPTIONS;\n" : '';
+
     return <<"EOF";
 daemon on;
 master_process on;
@@ -738,7 +775,7 @@ error_log logs/error.log $level;
 pid logs/nginx.pid;
 ${modules}env MONETIZE_PG_PASSWORD;
 env MONETIZE_KEY_SECRET;
-$s{main_config}
+$sanitize$s{main_config}
 events {
     worker_connections 1024;
 }
@@ -777,9 +814,114 @@ sub nginx_t {
     my $prefix = new_dir('nginx-t');
     my $file = _write_conf($prefix, _conf_text(
         %o, port => $o{port} // free_port(), prefix => $prefix));
-    my ($rc, $out, $err) = _run([_env('MONETIZE_NGINX'), '-t',
-                                 '-p', "$prefix/", '-c', $file]);
+    my ($rc, $out, $err) = run_nginx(['-t', '-p', "$prefix/", '-c', $file]);
+    sanitizer_check('nginx -t');
     return ($rc, $out . $err);
+}
+
+
+# ---------------------------------------------------------------------------
+# Sanitizers
+
+my %SeenReports;
+
+sub sanitizing {
+    return ($ENV{MONETIZE_SANITIZE} // '') eq '1';
+}
+
+
+sub _sanitizer_dir {
+    my $d = _file_dir() . '/sanitizer';
+    if (!-d $d) {
+        _mkdir($d);
+        chmod 01777, $d;        # the workers (nobody) write their reports
+    }
+    return $d;
+}
+
+
+sub nginx_env {
+    return {} unless sanitizing();
+    my $dir = _sanitizer_dir();
+    my $mine = sub {
+        my ($name, $own) = @_;
+        my $theirs = $ENV{$name} // '';
+        return length $theirs ? "$theirs:$own" : $own;
+    };
+    return {
+        LD_PRELOAD => _env('MONETIZE_SANITIZE_PRELOAD'),
+        # nginx frees what it allocated at exit as it likes: no leak
+        # checks. Every dynamic module defines ngx_modules,
+        # ngx_module_names and ngx_module_order (nginx's build makes them)
+        # and both are loaded RTLD_GLOBAL: ODR level 1 reports only a
+        # clash of sizes.
+        ASAN_OPTIONS => $mine->('ASAN_OPTIONS',
+            "log_path=$dir/asan:detect_leaks=0:halt_on_error=1"
+            . ':detect_odr_violation=1'),
+        # UBSan starts at its first report and reads its options then,
+        # from the process's first environment, which nginx has
+        # overwritten with its process titles; and its log_path is lost
+        # to ASan's copy of the same symbol. So the modules are built
+        # with -fno-sanitize-recover (a report ends the process), and its
+        # reports go to stderr, which nginx points at its error log.
+        UBSAN_OPTIONS => $mine->('UBSAN_OPTIONS', 'print_stacktrace=1'),
+    };
+}
+
+
+my @StderrReports;
+
+sub run_nginx {
+    my ($args, %o) = @_;
+    my ($rc, $out, $err) = _run([_env('MONETIZE_NGINX'), @$args],
+        %o, env => { %{nginx_env()}, %{$o{env} // {}} });
+    push @StderrReports, ["stderr of nginx @$args", $err]
+        if sanitizing() && _has_report($err);
+    return ($rc, $out, $err);
+}
+
+
+sub _has_report {
+    return $_[0] =~ /: runtime error: |ERROR: AddressSanitizer/;
+}
+
+
+# The reports written since the last call, as [where, text]: ASan's
+# files, UBSan's lines in the error logs and in nginx's stderr.
+sub _new_reports {
+    return () unless sanitizing();
+    my $dir = _sanitizer_dir();
+    my @reports = splice @StderrReports;
+    opendir my $dh, $dir or return @reports;
+    my @new = sort grep { /\A(?:asan|ubsan)\./ && !$SeenReports{$_} }
+              readdir $dh;
+    $SeenReports{$_} = 1 for @new;
+    push @reports, map { ["$dir/$_", _slurp("$dir/$_")] } @new;
+
+    for my $n (@Nginxes) {
+        my $log = $n->error_log_file;
+        my $size = -s $log || 0;
+        my $from = $n->{sanitizer_mark} // 0;
+        $from = 0 if $from > $size;
+        my $text = _slurp($log, $from);
+        $n->{sanitizer_mark} = $from + length $text;
+        next unless _has_report($text);
+        # The report and the stack under it (lines with no date).
+        my @lines = grep { !/\A\d{4}\/\d\d\/\d\d / } split /\n/, $text;
+        push @reports, [$log, join("\n", @lines) . "\n"];
+    }
+    return @reports;
+}
+
+
+# Only a report makes a test (a failing one): a passing check would add
+# to the count of a file that planned its tests.
+sub sanitizer_check {
+    my ($what) = @_;
+    my @reports = _new_reports() or return 1;
+    fail("no sanitizer report ($what)");
+    diag(join '', map { "$_->[0]:\n$_->[1]\n" } @reports);
+    return 0;
 }
 
 
@@ -1244,6 +1386,7 @@ sub _run_block {
         ok(!_log_has($log, $needle), "error log lacks: $needle")
             or $failed++;
     }
+    sanitizer_check('this block') or $failed++;
 
     if ($failed) {
         my @l = split /\n/, $log;
@@ -1305,6 +1448,8 @@ sub start {
         prefix => delete $o{prefix} // Test::Monetize::new_dir('nginx'),
     }, $class;
     $self->_configure(%o);
+    # A prefix used before: what its log says was looked at then.
+    $self->{sanitizer_mark} = $self->error_log_mark;
     push @Test::Monetize::Nginxes, $self;
     $self->_start;
     return $self;
@@ -1321,8 +1466,9 @@ sub _configure {
     $self->{opts} = {%o};
     $self->{workers} = $o{workers} // 1;
     $self->{workers} =~ s/\s+//g;
-    $self->{conf_text} = Test::Monetize::_conf_text(
-        %o, port => $self->{port}, prefix => $self->{prefix});
+    $self->{conf_text} = defined $o{conf} ? $o{conf}
+        : Test::Monetize::_conf_text(%o, port => $self->{port},
+                                     prefix => $self->{prefix});
     $self->{conf_file} = Test::Monetize::_write_conf($self->{prefix},
                                                      $self->{conf_text});
 }
@@ -1342,11 +1488,12 @@ sub _start {
     $self->stop;            # one left in this prefix, if any
     unlink "$self->{prefix}/logs/nginx.pid";
 
-    my ($rc, $out, $err) = Test::Monetize::_run(
-        [Test::Monetize::_env('MONETIZE_NGINX'),
-         '-p', "$self->{prefix}/", '-c', $self->{conf_file}]);
+    my ($rc, $out, $err) = Test::Monetize::run_nginx(
+        ['-p', "$self->{prefix}/", '-c', $self->{conf_file}]);
     die "nginx did not start (exit $rc):\n$out$err"
-        . "error log:\n" . $self->_log_tail($mark) if $rc;
+        . "error log:\n" . $self->_log_tail($mark)
+        . join('', map { "$_->[0]:\n$_->[1]\n" }
+                   Test::Monetize::_new_reports()) if $rc;
 
     my $up = Test::Monetize::_poll(10, sub {
         $self->master_pid && $self->worker_pids >= $self->{workers};
@@ -1412,6 +1559,7 @@ sub stop {
     {
         kill 'KILL', @kids;
     }
+    Test::Monetize::sanitizer_check("nginx on port $self->{port} stopped");
 }
 
 
