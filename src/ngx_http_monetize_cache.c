@@ -20,13 +20,14 @@
  * LISTEN/NOTIFY (ngx_http_monetize_keystore.c), not the ttl.
  *
  * A change is one step under the lock, whatever the cache holds: the zone's
- * generation moves on, and the change records it in a slot that the key's
- * hash, or the account's id, falls in (or, for all, in "flushed"). Each
+ * generation moves on, and the change records it in the slot that the key's
+ * hash falls in, or in the one the account's id falls in (two tables, so a
+ * key and an account never share a slot), or, for all, in "flushed". Each
  * entry carries the generation at which its lookup began; an entry older
  * than a change that concerns it is stale, and so is a lookup that began
  * before it: a row read before a revocation committed is never stored after
- * the revocation was heard. Two keys or accounts that share a slot only
- * cost each other a lookup.
+ * the revocation was heard. Two keys, or two accounts, that share a slot
+ * only cost each other a lookup.
  */
 
 
@@ -44,7 +45,8 @@
 typedef struct {
     uint64_t                         generation;
     uint64_t                         flushed;
-    uint64_t                         changed[NGX_HTTP_MONETIZE_CACHE_SLOTS];
+    uint64_t                         keys[NGX_HTTP_MONETIZE_CACHE_SLOTS];
+    uint64_t                         accounts[NGX_HTTP_MONETIZE_CACHE_SLOTS];
 } ngx_http_monetize_cache_sh_t;
 
 
@@ -191,8 +193,7 @@ ngx_http_monetize_cache_delete(ngx_http_monetize_cache_t *cache,
 
     ngx_http_monetize_shm_lock(cache->shm);
 
-    sh->changed[ngx_http_monetize_cache_slot(hash,
-                                             NGX_HTTP_MONETIZE_HASH_SIZE)]
+    sh->keys[ngx_http_monetize_cache_slot(hash, NGX_HTTP_MONETIZE_HASH_SIZE)]
         = ++sh->generation;
 
     e = ngx_http_monetize_shm_find(cache->shm, hash,
@@ -222,8 +223,8 @@ ngx_http_monetize_cache_delete_user(ngx_http_monetize_cache_t *cache,
     ngx_http_monetize_shm_lock(cache->shm);
 
     generation = ++sh->generation;
-    sh->changed[ngx_http_monetize_cache_slot(user_id,
-                                             NGX_HTTP_MONETIZE_UUID_LEN)]
+    sh->accounts[ngx_http_monetize_cache_slot(user_id,
+                                              NGX_HTTP_MONETIZE_UUID_LEN)]
         = generation;
 
     ngx_http_monetize_shm_unlock(cache->shm);
@@ -263,14 +264,14 @@ ngx_http_monetize_cache_fresh(ngx_http_monetize_cache_sh_t *sh, u_char *hash,
     ngx_http_monetize_key_info_t *info, uint64_t generation)
 {
     if (generation < sh->flushed
-        || generation < sh->changed[ngx_http_monetize_cache_slot(hash,
-                                              NGX_HTTP_MONETIZE_HASH_SIZE)])
+        || generation < sh->keys[ngx_http_monetize_cache_slot(hash,
+                                           NGX_HTTP_MONETIZE_HASH_SIZE)])
     {
         return 0;
     }
 
     return !info->found
-           || generation >= sh->changed[ngx_http_monetize_cache_slot(
+           || generation >= sh->accounts[ngx_http_monetize_cache_slot(
                                  info->user_id, NGX_HTTP_MONETIZE_UUID_LEN)];
 }
 
