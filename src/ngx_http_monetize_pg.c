@@ -346,8 +346,8 @@ ngx_http_monetize_pg_deliver(ngx_event_t *ev)
 static ngx_msec_t
 ngx_http_monetize_pg_wait_for(ngx_http_monetize_pg_query_t *q)
 {
-    ngx_msec_t       wait;
-    ngx_msec_int_t   left;
+    ngx_msec_t      wait;
+    ngx_msec_int_t  left;
 
     wait = q->pool->timeout + q->pool->grace;
 
