@@ -25,6 +25,12 @@
  * and the handler, called again, returns the decision. A call is decided
  * once: an internal redirect (error_page, try_files) finds the decision
  * again and charges nothing more.
+ *
+ * The steps that ask PostgreSQL share one deadline, the pool's timeout and
+ * grace from when the gate started on the call: the key lookup is cut at
+ * it, and the debit gets what is left (the ledger refuses a debit not sent
+ * by then, and voids one sent but unanswered). Redis's step, between them,
+ * is bounded by its own timeout; a debit it leaves no time is refused.
  */
 
 
@@ -143,6 +149,8 @@ ngx_http_monetize_gate_start(ngx_http_request_t *r,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
+    ctx->deadline = ngx_current_msec + ngx_http_monetize_pg_timeout(mcf->pg);
+
     cred = ngx_http_monetize_credential(r, &credential, &why);
     ctx->why = why;
 
@@ -191,6 +199,7 @@ ngx_http_monetize_gate_start(ngx_http_request_t *r,
     ctx->state = NGX_HTTP_MONETIZE_GATE_FINDING;
 
     rc = ngx_http_monetize_keystore_find(r, ctx->hash, &ctx->info,
+                                         ctx->deadline,
                                          ngx_http_monetize_gate_found);
 
     if (rc == NGX_OK) {
@@ -527,6 +536,7 @@ ngx_http_monetize_gate_charge(ngx_http_request_t *r,
     d->reference = ctx->reference;
     d->cost = ctx->cost;
     d->quota = glcf->quota;
+    d->deadline = ctx->deadline;
     d->handler = ngx_http_monetize_gate_debited;
     d->data = r;
 

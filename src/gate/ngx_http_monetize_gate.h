@@ -82,6 +82,8 @@ typedef enum {
 typedef struct {
     ngx_http_monetize_gate_state_e   state;
     ngx_int_t                        rc;            /* once decided */
+    ngx_msec_t                       deadline;      /* of the lookup and
+                                                       the debit */
     u_char                           hash[NGX_HTTP_MONETIZE_HASH_SIZE];
     ngx_http_monetize_key_info_t     info;
     int64_t                          cost;

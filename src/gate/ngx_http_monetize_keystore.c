@@ -48,13 +48,15 @@ static const char  ngx_http_monetize_keystore_sql[] =
 
 
 /*
- * NGX_OK: info is filled now. NGX_AGAIN: the handler will be called.
- * NGX_ERROR: no way to ask.
+ * NGX_OK: info is filled now. NGX_AGAIN: the handler will be called, by
+ * the deadline (ngx_current_msec's) at the latest. NGX_ERROR: no way to
+ * ask.
  */
 
 ngx_int_t
 ngx_http_monetize_keystore_find(ngx_http_request_t *r, u_char *hash,
-    ngx_http_monetize_key_info_t *info, ngx_http_monetize_keystore_pt handler)
+    ngx_http_monetize_key_info_t *info, ngx_msec_t deadline,
+    ngx_http_monetize_keystore_pt handler)
 {
     u_char                            *hex;
     uint64_t                           generation;
@@ -94,6 +96,9 @@ ngx_http_monetize_keystore_find(ngx_http_request_t *r, u_char *hash,
     q->params[0] = (const char *) hex;
     q->handler = ngx_http_monetize_keystore_result;
     q->data = kc;
+
+    /* a read: its caller may stop waiting, whatever the server still does */
+    q->deadline = deadline;
 
     if (ngx_http_monetize_pg_send(mcf->pg, q) != NGX_OK) {
         return NGX_ERROR;

@@ -22,7 +22,7 @@ typedef void (*ngx_http_monetize_keystore_pt)(ngx_http_request_t *r,
 
 
 ngx_int_t ngx_http_monetize_keystore_find(ngx_http_request_t *r,
-    u_char *hash, ngx_http_monetize_key_info_t *info,
+    u_char *hash, ngx_http_monetize_key_info_t *info, ngx_msec_t deadline,
     ngx_http_monetize_keystore_pt handler);
 void ngx_http_monetize_keystore_listen(ngx_http_monetize_main_conf_t *mcf);
 

@@ -17,9 +17,11 @@
  *
  * Debits: while one batch statement is in flight, the calls that arrive
  * wait; when it is answered (or fails), all of them go in the next one
- * (group commit). Each call is answered by its deadline, the pool's
- * timeout and grace after it arrived, whatever the tries: the batch's
- * timer is that of its oldest call. A batch whose answer was lost (the
+ * (group commit). Each call is answered by its deadline, whatever the
+ * tries: its caller's (the gate's, from when it started on the call), or
+ * at the latest the pool's timeout and grace after it arrived. A call
+ * still waiting for a batch at its deadline is refused, never sent; a
+ * batch's timer is its earliest call's. A batch whose answer was lost (the
  * connection died after sending) is sent again with the same references,
  * and so is one PostgreSQL rolled back as a deadlock or serialization
  * victim: monetize_debit() reads, under each account's lock, what the batch
@@ -71,6 +73,7 @@ struct ngx_http_monetize_ledger_s {
     ngx_http_monetize_pg_pool_t       *pg;
 
     ngx_queue_t                        pending;
+    ngx_event_t                        late;       /* a pending deadline */
     ngx_event_t                        flush;
     ngx_http_monetize_batch_t         *in_flight;
 
@@ -88,6 +91,9 @@ struct ngx_http_monetize_ledger_s {
 
 
 static void ngx_http_monetize_ledger_init(ngx_http_monetize_ledger_t *ledger);
+static void ngx_http_monetize_debit_late(ngx_event_t *ev);
+static void ngx_http_monetize_debit_refuse_late(
+    ngx_http_monetize_ledger_t *ledger);
 static void ngx_http_monetize_debit_flush(ngx_event_t *ev);
 static ngx_int_t ngx_http_monetize_batch_send(ngx_http_monetize_batch_t *b);
 static void ngx_http_monetize_batch_done(ngx_http_monetize_pg_query_t *q);
@@ -161,12 +167,40 @@ void
 ngx_http_monetize_debit(ngx_http_monetize_ledger_t *ledger,
     ngx_http_monetize_debit_t *d)
 {
+    ngx_msec_t      deadline;
+    ngx_msec_int_t  left;
+
     ngx_http_monetize_ledger_init(ledger);
 
-    d->deadline = ngx_current_msec + ledger->budget;
+    deadline = ngx_current_msec + ledger->budget;
+
+    if (d->deadline == 0
+        || (ngx_msec_int_t) (d->deadline - deadline) > 0)
+    {
+        d->deadline = deadline;
+    }
 
     ngx_queue_insert_tail(&ledger->pending, &d->queue);
     d->queued = 1;
+
+    /*
+     * Calls come with their callers' deadlines, not in deadline order: one
+     * may have less time left than those ahead of it, and is answered at
+     * its deadline even while a batch is in flight.
+     */
+
+    left = (ngx_msec_int_t) (d->deadline - ngx_current_msec);
+
+    if (ledger->late.timer_set
+        && (ngx_msec_int_t) (ledger->late.timer.key - d->deadline) > 0)
+    {
+        /* else ngx_add_timer() could keep the later time */
+        ngx_del_timer(&ledger->late);
+    }
+
+    if (!ledger->late.timer_set) {
+        ngx_add_timer(&ledger->late, left > 0 ? (ngx_msec_t) left : 1);
+    }
 
     /* the calls that arrive in this turn of the event loop go together */
 
@@ -186,6 +220,10 @@ ngx_http_monetize_ledger_init(ngx_http_monetize_ledger_t *ledger)
     ngx_queue_init(&ledger->pending);
     ngx_queue_init(&ledger->refunds);
 
+    ledger->late.handler = ngx_http_monetize_debit_late;
+    ledger->late.data = ledger;
+    ledger->late.log = ngx_cycle->log;
+
     ledger->flush.handler = ngx_http_monetize_debit_flush;
     ledger->flush.data = ledger;
     ledger->flush.log = ngx_cycle->log;
@@ -202,12 +240,91 @@ ngx_http_monetize_ledger_init(ngx_http_monetize_ledger_t *ledger)
 
 
 static void
+ngx_http_monetize_debit_late(ngx_event_t *ev)
+{
+    ngx_http_monetize_debit_refuse_late(ev->data);
+}
+
+
+/*
+ * The calls whose deadline passed while they waited for a batch were never
+ * sent: they are refused, with nothing to void. The timer is set again for
+ * the first deadline of those that still wait.
+ */
+
+static void
+ngx_http_monetize_debit_refuse_late(ngx_http_monetize_ledger_t *ledger)
+{
+    ngx_uint_t                  n;
+    ngx_msec_int_t              left, first;
+    ngx_queue_t                 late, *q, *next;
+    ngx_http_monetize_debit_t  *d;
+
+    ngx_queue_init(&late);
+    first = -1;
+    n = 0;
+
+    for (q = ngx_queue_head(&ledger->pending);
+         q != ngx_queue_sentinel(&ledger->pending);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        d = ngx_queue_data(q, ngx_http_monetize_debit_t, queue);
+
+        left = (ngx_msec_int_t) (d->deadline - ngx_current_msec);
+
+        if (left > 0) {
+            if (first < 0 || left < first) {
+                first = left;
+            }
+
+            continue;
+        }
+
+        /* still "queued": should its owner go first, it leaves this queue */
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&late, q);
+        n++;
+    }
+
+    if (ledger->late.timer_set) {
+        ngx_del_timer(&ledger->late);
+    }
+
+    if (first > 0) {
+        ngx_add_timer(&ledger->late, (ngx_msec_t) first);
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "monetize: %ui debits were not sent by their calls' "
+                  "deadline; they are refused", n);
+
+    while (!ngx_queue_empty(&late)) {
+        q = ngx_queue_head(&late);
+        ngx_queue_remove(q);
+
+        d = ngx_queue_data(q, ngx_http_monetize_debit_t, queue);
+        d->queued = 0;
+        d->done = 1;
+        d->status = NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE;
+
+        d->handler(d);
+    }
+}
+
+
+static void
 ngx_http_monetize_debit_flush(ngx_event_t *ev)
 {
     ngx_http_monetize_ledger_t *ledger = ev->data;
 
     u_char                     *p;
     ngx_uint_t                  i, n;
+    ngx_msec_t                  deadline;
     ngx_msec_int_t              left;
     ngx_pool_t                 *pool;
     ngx_queue_t                *q;
@@ -219,26 +336,7 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
         return;
     }
 
-    /*
-     * A call that waited its whole time behind the last batch was never
-     * sent: it is refused, and nothing to void. The oldest come first.
-     */
-
-    while (!ngx_queue_empty(&ledger->pending)) {
-        q = ngx_queue_head(&ledger->pending);
-        d = ngx_queue_data(q, ngx_http_monetize_debit_t, queue);
-
-        if ((ngx_msec_int_t) (d->deadline - ngx_current_msec) > 0) {
-            break;
-        }
-
-        ngx_queue_remove(q);
-        d->queued = 0;
-        d->done = 1;
-        d->status = NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE;
-
-        d->handler(d);
-    }
+    ngx_http_monetize_debit_refuse_late(ledger);
 
     if (ledger->in_flight || ngx_queue_empty(&ledger->pending)) {
         return;
@@ -320,9 +418,21 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
 
     b->n = n;
 
-    /* the oldest call, first in the queue, sets the batch's deadline */
+    if (ngx_queue_empty(&ledger->pending) && ledger->late.timer_set) {
+        ngx_del_timer(&ledger->late);
+    }
 
-    left = (ngx_msec_int_t) (b->items[0]->deadline - ngx_current_msec);
+    /* the batch is answered by its earliest call's deadline */
+
+    deadline = b->items[0]->deadline;
+
+    for (i = 1; i < n; i++) {
+        if ((ngx_msec_int_t) (b->items[i]->deadline - deadline) < 0) {
+            deadline = b->items[i]->deadline;
+        }
+    }
+
+    left = (ngx_msec_int_t) (deadline - ngx_current_msec);
     ngx_add_timer(&b->deadline, left > 0 ? (ngx_msec_t) left : 1);
 
     b->params[0].data = ngx_http_monetize_pg_array(pool, users, n, 0);
@@ -457,7 +567,7 @@ ngx_http_monetize_batch_retry(ngx_http_monetize_batch_t *b)
 }
 
 
-/* The oldest call's deadline: answer now, and void what may be debited. */
+/* The earliest call's deadline: answer now, void what may be debited. */
 
 static void
 ngx_http_monetize_batch_expire(ngx_event_t *ev)
@@ -472,8 +582,8 @@ ngx_http_monetize_batch_expire(ngx_event_t *ev)
         /* else batch_fail() says it */
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "monetize: a debit batch of %ui calls was not sent "
-                      "within %Mms of its oldest call; its calls are "
-                      "refused", b->n, b->ledger->budget);
+                      "by its earliest call's deadline; its calls are "
+                      "refused", b->n);
     }
 
     ngx_http_monetize_batch_fail(b, b->unknown);

@@ -49,6 +49,10 @@ struct ngx_http_monetize_debit_s {
     ngx_str_t                          reference;
     int64_t                            cost;
     ngx_uint_t                         quota;     /* the plan's calls first */
+    ngx_msec_t                         deadline;  /* answered by then
+                                                     (ngx_current_msec's);
+                                                     0, or later than the
+                                                     ledger's own: its own */
     ngx_http_monetize_debit_pt         handler;
     void                              *data;
 
@@ -58,7 +62,6 @@ struct ngx_http_monetize_debit_s {
     time_t                             period_end;    /* of the quota */
 
     /* private to the ledger */
-    ngx_msec_t                         deadline;  /* answered by then */
     ngx_queue_t                        queue;
     ngx_http_monetize_debit_t        **slot;     /* in the batch in flight */
     unsigned                           queued:1;

@@ -16,8 +16,8 @@
  * queries wait in a FIFO until a connection is idle; a pool of up to
  * "size" connections, opened as needed, replaced when lost. A query's
  * wait for a connection and its run on one are bounded each by a timer (the
- * latter armed when it is sent), and its answer is delivered from a posted
- * event.
+ * latter armed when it is sent), and both by its caller's deadline if it
+ * has one; its answer is delivered from a posted event.
  */
 
 
@@ -26,7 +26,10 @@ static void ngx_http_monetize_pg_dispatch(ngx_http_monetize_pg_conn_t *pc,
 static void ngx_http_monetize_pg_fail_waiting(
     ngx_http_monetize_pg_pool_t *pool);
 static void ngx_http_monetize_pg_deliver(ngx_event_t *ev);
+static ngx_msec_t ngx_http_monetize_pg_wait_for(
+    ngx_http_monetize_pg_query_t *q);
 static void ngx_http_monetize_pg_query_timeout(ngx_event_t *ev);
+static void ngx_http_monetize_pg_abandon(ngx_http_monetize_pg_query_t *q);
 static void ngx_http_monetize_pg_query_cleanup(void *data);
 
 
@@ -46,6 +49,15 @@ ngx_http_monetize_pg_send(ngx_http_monetize_pg_pool_t *pool,
     q->event.data = q;
     q->event.log = ngx_cycle->log;
 
+    if (q->deadline
+        && (ngx_msec_int_t) (q->deadline - ngx_current_msec) <= 0)
+    {
+        /* its caller can wait no more: never sent */
+        ngx_http_monetize_pg_complete(q, NGX_HTTP_MONETIZE_PG_UNAVAILABLE,
+                                      NULL);
+        return NGX_OK;
+    }
+
     if (!ngx_queue_empty(&pool->idle)) {
         head = ngx_queue_head(&pool->idle);
         pc = ngx_queue_data(head, ngx_http_monetize_pg_conn_t, queue);
@@ -54,7 +66,7 @@ ngx_http_monetize_pg_send(ngx_http_monetize_pg_pool_t *pool,
     }
 
     /* the wait for a connection has a bound of its own */
-    ngx_add_timer(&q->event, pool->timeout + pool->grace);
+    ngx_add_timer(&q->event, ngx_http_monetize_pg_wait_for(q));
 
     ngx_queue_insert_tail(&pool->waiting, &q->queue);
     q->queued = 1;
@@ -188,7 +200,8 @@ ngx_http_monetize_pg_dispatch(ngx_http_monetize_pg_conn_t *pc,
         ngx_del_timer(&q->event);
     }
 
-    ngx_add_timer(&q->event, pool->timeout + pool->grace);
+    q->expires = ngx_current_msec + pool->timeout + pool->grace;
+    ngx_add_timer(&q->event, ngx_http_monetize_pg_wait_for(q));
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "monetize pg: send \"%s\"", q->sql);
@@ -328,20 +341,67 @@ ngx_http_monetize_pg_deliver(ngx_event_t *ev)
 }
 
 
+/* The pool's bound on a wait, or less if the caller's deadline is nearer. */
+
+static ngx_msec_t
+ngx_http_monetize_pg_wait_for(ngx_http_monetize_pg_query_t *q)
+{
+    ngx_msec_t      wait;
+    ngx_msec_int_t  left;
+
+    wait = q->pool->timeout + q->pool->grace;
+
+    if (q->deadline == 0) {
+        return wait;
+    }
+
+    left = (ngx_msec_int_t) (q->deadline - ngx_current_msec);
+
+    if (left <= 0) {
+        return 1;
+    }
+
+    return ngx_min(wait, (ngx_msec_t) left);
+}
+
+
 static void
 ngx_http_monetize_pg_query_timeout(ngx_event_t *ev)
 {
+    ngx_uint_t                     cut;
     ngx_http_monetize_pg_conn_t   *pc;
     ngx_http_monetize_pg_query_t  *q;
 
     q = ev->data;
 
+    cut = (q->deadline
+           && (ngx_msec_int_t) (q->deadline - ngx_current_msec) <= 0);
+
     if (q->queued) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "monetize: no postgres connection became free within "
-                      "%Mms", q->pool->timeout + q->pool->grace);
+        if (cut) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "monetize: no postgres connection became free by "
+                          "its caller's deadline: %s", q->sql);
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "monetize: no postgres connection became free "
+                          "within %Mms", q->pool->timeout + q->pool->grace);
+        }
+
         ngx_queue_remove(&q->queue);
         q->queued = 0;
+        ngx_http_monetize_pg_complete(q, NGX_HTTP_MONETIZE_PG_UNAVAILABLE,
+                                      NULL);
+        return;
+    }
+
+    if (cut && (ngx_msec_int_t) (q->expires - ngx_current_msec) > 0) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "monetize: postgres \"%V\" had not answered by its "
+                      "caller's deadline; the statement is left to finish: "
+                      "%s", &q->pool->conninfo.name, q->sql);
+        ngx_http_monetize_pg_abandon(q);
         ngx_http_monetize_pg_complete(q, NGX_HTTP_MONETIZE_PG_UNAVAILABLE,
                                       NULL);
         return;
@@ -363,21 +423,36 @@ ngx_http_monetize_pg_query_timeout(ngx_event_t *ev)
 }
 
 
+/*
+ * No one waits for a sent statement any more, but the server still runs
+ * it: its connection keeps the statement's own bound, so a hung statement
+ * never holds it for good, and serves the queue again once it answers.
+ */
+
+static void
+ngx_http_monetize_pg_abandon(ngx_http_monetize_pg_query_t *q)
+{
+    ngx_msec_int_t  left;
+
+    left = (ngx_msec_int_t) (q->expires - ngx_current_msec);
+
+    ngx_add_timer(q->conn->connection->read, left > 0 ? left : 1);
+
+    q->conn->query = NULL;
+    q->conn = NULL;
+}
+
+
 static void
 ngx_http_monetize_pg_query_cleanup(void *data)
 {
     ngx_http_monetize_pg_query_t *q = data;
 
-    ngx_msec_int_t  left;
-
     if (q->done || q->pool == NULL) {
         return;
     }
 
-    left = 1;
-
     if (q->event.timer_set) {
-        left = (ngx_msec_int_t) (q->event.timer.key - ngx_current_msec);
         ngx_del_timer(&q->event);
     }
 
@@ -393,15 +468,7 @@ ngx_http_monetize_pg_query_cleanup(void *data)
     }
 
     if (q->conn) {
-        /*
-         * The statement still runs on its connection, which keeps the
-         * query's deadline: a hung statement never holds it for good.
-         */
-
-        ngx_add_timer(q->conn->connection->read, left > 0 ? left : 1);
-
-        q->conn->query = NULL;
-        q->conn = NULL;
+        ngx_http_monetize_pg_abandon(q);
     }
 
     q->done = 1;

@@ -49,6 +49,11 @@ typedef enum {
  * returns. When the owner's pool goes away
  * first, the query is detached: a queued one is dropped, an in-flight one
  * finishes on its connection and its answer is discarded.
+ *
+ * A deadline, when given, cuts the caller's wait, queued or sent, with
+ * UNAVAILABLE; a sent statement is then detached the same way. Only for
+ * statements whose outcome need not be known (reads): a money statement
+ * keeps its full bound, so that "no answer" stays rare and is resolved.
  */
 
 struct ngx_http_monetize_pg_query_s {
@@ -57,6 +62,8 @@ struct ngx_http_monetize_pg_query_s {
     const char                       **params;
     ngx_http_monetize_pg_handler_pt    handler;
     void                              *data;
+    ngx_msec_t                         deadline;   /* ngx_current_msec's;
+                                                      0: the pool's bound */
 
     ngx_http_monetize_pg_status_e      status;
     PGresult                          *result;
@@ -66,6 +73,8 @@ struct ngx_http_monetize_pg_query_s {
     ngx_http_monetize_pg_conn_t       *conn;
     ngx_queue_t                        queue;
     ngx_event_t                        event;      /* timer, then delivery */
+    ngx_msec_t                         expires;    /* the pool's bound on a
+                                                      sent statement */
     unsigned                           queued:1;
     unsigned                           done:1;
     unsigned                           sent:1;     /* the server may have it */
