@@ -12,8 +12,8 @@
 
 
 /*
- * Each worker's writer of money: the calls the gate debits and the refunds
- * and voids it gives back, in batches.
+ * Each worker's writer of money: the calls the gate debits, in batches, and
+ * what it gives back.
  *
  * Debits: while one batch statement is in flight, the calls that arrive
  * wait; when it is answered (or fails), all of them go in the next one
@@ -30,18 +30,13 @@
  * voided: monetize_void() records the void, which a late commit of the
  * batch then finds and refuses, or writes off what did commit.
  *
- * Refunds and voids: fire and forget, batched the same way, retried every
- * second while PostgreSQL refuses them (their timer keeps a worker that
- * exits gracefully alive until they are written, or until
- * NGX_HTTP_MONETIZE_EXIT_TRIES failed tries); each is applied once.
+ * Refunds and voids go through the worker's queue of money given back
+ * (ngx_http_monetize_give_back.c).
  */
 
 
 #define NGX_HTTP_MONETIZE_BATCH_MAX      256
 #define NGX_HTTP_MONETIZE_BATCH_TRIES    5
-#define NGX_HTTP_MONETIZE_REFUNDS_MAX    100000
-#define NGX_HTTP_MONETIZE_REFUND_RETRY   1000
-#define NGX_HTTP_MONETIZE_EXIT_TRIES     10
 
 
 struct ngx_http_monetize_batch_s {
@@ -59,16 +54,6 @@ struct ngx_http_monetize_batch_s {
 };
 
 
-/* A refund of a debit, or the void of a call (then with its account). */
-
-typedef struct {
-    ngx_queue_t                        queue;
-    size_t                             len;
-    size_t                             user_len;  /* 0: a refund */
-    u_char                             data[1];   /* reference, user */
-} ngx_http_monetize_refund_t;
-
-
 struct ngx_http_monetize_ledger_s {
     ngx_http_monetize_pg_pool_t       *pg;
 
@@ -79,12 +64,7 @@ struct ngx_http_monetize_ledger_s {
 
     ngx_msec_t                         budget;     /* of a debit */
 
-    ngx_queue_t                        refunds;    /* and voids */
-    ngx_uint_t                         nrefunds;
-    ngx_pool_t                        *refunding;  /* a batch in flight */
-    ngx_uint_t                         nrefunding; /* the queue's first */
-    ngx_event_t                        refund_retry;
-    ngx_uint_t                         exit_tries;
+    ngx_http_monetize_give_back_t     *give_back;  /* refunds, voids */
 
     unsigned                           initialized:1;
 };
@@ -104,11 +84,6 @@ static void ngx_http_monetize_batch_expire(ngx_event_t *ev);
 static void ngx_http_monetize_batch_fail(ngx_http_monetize_batch_t *b,
     ngx_uint_t void_refs);
 static void ngx_http_monetize_debit_cleanup(void *data);
-static void ngx_http_monetize_give_back(ngx_http_monetize_ledger_t *ledger,
-    ngx_str_t *user, ngx_str_t *reference);
-static void ngx_http_monetize_refund_flush(ngx_event_t *ev);
-static void ngx_http_monetize_refund_done(ngx_http_monetize_pg_query_t *q);
-static void ngx_http_monetize_refund_later(ngx_http_monetize_ledger_t *ledger);
 
 
 static const char  ngx_http_monetize_debit_sql[] =
@@ -131,13 +106,6 @@ static struct {
     /* "void": voided before, never debited */
     { ngx_null_string, NGX_HTTP_MONETIZE_DEBIT_UNAVAILABLE }
 };
-
-static const char  ngx_http_monetize_refund_sql[] =
-    "SELECT count(*) FILTER (WHERE applied)"
-    "  FROM monetize_refund($1::text[])";
-
-static const char  ngx_http_monetize_void_sql[] =
-    "SELECT count(*) FROM monetize_void($1::uuid[], $2::text[])";
 
 
 ngx_http_monetize_debit_t *
@@ -218,7 +186,6 @@ ngx_http_monetize_ledger_init(ngx_http_monetize_ledger_t *ledger)
     }
 
     ngx_queue_init(&ledger->pending);
-    ngx_queue_init(&ledger->refunds);
 
     ledger->late.handler = ngx_http_monetize_debit_late;
     ledger->late.data = ledger;
@@ -227,11 +194,6 @@ ngx_http_monetize_ledger_init(ngx_http_monetize_ledger_t *ledger)
     ledger->flush.handler = ngx_http_monetize_debit_flush;
     ledger->flush.data = ledger;
     ledger->flush.log = ngx_cycle->log;
-
-    /* not cancelable: a worker that exits gracefully writes them first */
-    ledger->refund_retry.handler = ngx_http_monetize_refund_flush;
-    ledger->refund_retry.data = ledger;
-    ledger->refund_retry.log = ngx_cycle->log;
 
     ledger->budget = ngx_http_monetize_pg_timeout(ledger->pg);
 
@@ -677,7 +639,8 @@ ngx_http_monetize_batch_fail(ngx_http_monetize_batch_t *b,
                       "voided", b->n, b->tries);
 
         for (i = 0; i < b->n; i++) {
-            ngx_http_monetize_give_back(ledger, &b->users[i], &b->refs[i]);
+            ngx_http_monetize_give_back_void(ledger->give_back, &b->users[i],
+                                             &b->refs[i]);
         }
     }
 
@@ -738,231 +701,6 @@ ngx_http_monetize_debit_cleanup(void *data)
 }
 
 
-void
-ngx_http_monetize_refund(ngx_http_monetize_ledger_t *ledger,
-    ngx_str_t *debit_reference)
-{
-    ngx_http_monetize_give_back(ledger, NULL, debit_reference);
-}
-
-
-static void
-ngx_http_monetize_give_back(ngx_http_monetize_ledger_t *ledger,
-    ngx_str_t *user, ngx_str_t *reference)
-{
-    size_t                       user_len;
-    ngx_http_monetize_refund_t  *rf;
-
-    ngx_http_monetize_ledger_init(ledger);
-
-    if (ledger->nrefunds >= NGX_HTTP_MONETIZE_REFUNDS_MAX) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "monetize: %ui refunds and voids wait for postgres; "
-                      "the %s of \"%V\" is dropped", ledger->nrefunds,
-                      user ? "void" : "refund", reference);
-        return;
-    }
-
-    user_len = user ? user->len : 0;
-
-    rf = ngx_alloc(sizeof(ngx_http_monetize_refund_t) + reference->len
-                   + user_len, ngx_cycle->log);
-    if (rf == NULL) {
-        return;
-    }
-
-    rf->len = reference->len;
-    rf->user_len = user_len;
-    ngx_memcpy(rf->data, reference->data, rf->len);
-
-    if (user_len) {
-        ngx_memcpy(rf->data + rf->len, user->data, user_len);
-    }
-
-    ngx_queue_insert_tail(&ledger->refunds, &rf->queue);
-    ledger->nrefunds++;
-
-    if (ledger->refunding == NULL && !ledger->refund_retry.timer_set) {
-        ngx_http_monetize_refund_flush(&ledger->refund_retry);
-    }
-}
-
-
-/* The first refunds, or the first voids, of the queue in one statement. */
-
-static void
-ngx_http_monetize_refund_flush(ngx_event_t *ev)
-{
-    ngx_http_monetize_ledger_t *ledger = ev->data;
-
-    ngx_uint_t                     n, voids;
-    ngx_str_t                     *refs, *users;
-    ngx_pool_t                    *pool;
-    ngx_queue_t                   *q;
-    ngx_http_monetize_refund_t    *rf;
-    ngx_http_monetize_pg_query_t  *pq;
-
-    if (ledger->refunding || ngx_queue_empty(&ledger->refunds)) {
-        return;
-    }
-
-    rf = ngx_queue_data(ngx_queue_head(&ledger->refunds),
-                        ngx_http_monetize_refund_t, queue);
-    voids = (rf->user_len != 0);
-
-    pool = ngx_create_pool(8192, ngx_cycle->log);
-    if (pool == NULL) {
-        goto retry;
-    }
-
-    refs = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
-    users = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
-    pq = ngx_http_monetize_pg_query_create(pool, voids ? 2 : 1);
-
-    if (refs == NULL || users == NULL || pq == NULL) {
-        ngx_destroy_pool(pool);
-        goto retry;
-    }
-
-    n = 0;
-
-    for (q = ngx_queue_head(&ledger->refunds);
-         q != ngx_queue_sentinel(&ledger->refunds)
-         && n < NGX_HTTP_MONETIZE_BATCH_MAX;
-         q = ngx_queue_next(q))
-    {
-        rf = ngx_queue_data(q, ngx_http_monetize_refund_t, queue);
-
-        if ((rf->user_len != 0) != voids) {
-            break;
-        }
-
-        refs[n].data = rf->data;
-        refs[n].len = rf->len;
-        users[n].data = rf->data + rf->len;
-        users[n].len = rf->user_len;
-        n++;
-    }
-
-    if (voids) {
-        pq->params[0] = (const char *)
-                            ngx_http_monetize_pg_array(pool, users, n, 0);
-        pq->params[1] = (const char *)
-                            ngx_http_monetize_pg_array(pool, refs, n, 1);
-        pq->sql = ngx_http_monetize_void_sql;
-
-    } else {
-        pq->params[0] = (const char *)
-                            ngx_http_monetize_pg_array(pool, refs, n, 1);
-        pq->sql = ngx_http_monetize_refund_sql;
-    }
-
-    if (pq->params[0] == NULL || (voids && pq->params[1] == NULL)) {
-        ngx_destroy_pool(pool);
-        goto retry;
-    }
-
-    pq->handler = ngx_http_monetize_refund_done;
-    pq->data = ledger;
-
-    /* the first n of the queue leave it once PostgreSQL has them */
-    ledger->refunding = pool;
-    ledger->nrefunding = n;
-
-    if (ngx_http_monetize_pg_send(ledger->pg, pq) != NGX_OK) {
-        ledger->refunding = NULL;
-        ngx_destroy_pool(pool);
-        goto retry;
-    }
-
-    return;
-
-retry:
-
-    ngx_http_monetize_refund_later(ledger);
-}
-
-
-static void
-ngx_http_monetize_refund_done(ngx_http_monetize_pg_query_t *q)
-{
-    ngx_http_monetize_ledger_t *ledger = q->data;
-
-    ngx_uint_t                      i;
-    ngx_queue_t                    *head;
-    ngx_http_monetize_refund_t     *rf;
-    ngx_http_monetize_pg_status_e   status;
-
-    /* q lives in the pool destroyed below */
-    status = q->status;
-
-    if (status == NGX_HTTP_MONETIZE_PG_OK) {
-        for (i = 0; i < ledger->nrefunding; i++) {
-            head = ngx_queue_head(&ledger->refunds);
-            ngx_queue_remove(head);
-            ledger->nrefunds--;
-
-            rf = ngx_queue_data(head, ngx_http_monetize_refund_t, queue);
-            ngx_free(rf);
-        }
-
-    } else if (status == NGX_HTTP_MONETIZE_PG_ERROR) {
-        ngx_http_monetize_pg_log_refused(ngx_cycle->log, q);
-    }
-
-    ngx_destroy_pool(ledger->refunding);
-    ledger->refunding = NULL;
-    ledger->nrefunding = 0;
-
-    if (ngx_queue_empty(&ledger->refunds)) {
-        return;
-    }
-
-    if (status == NGX_HTTP_MONETIZE_PG_OK) {
-        ngx_http_monetize_refund_flush(&ledger->refund_retry);
-        return;
-    }
-
-    ngx_http_monetize_refund_later(ledger);
-}
-
-
-/*
- * Tried again in a second. A worker that exits gracefully waits for the
- * timer, so its refunds and voids are written; but not forever.
- */
-
-static void
-ngx_http_monetize_refund_later(ngx_http_monetize_ledger_t *ledger)
-{
-    ngx_queue_t                 *head;
-    ngx_http_monetize_refund_t  *rf;
-
-    if (ngx_exiting
-        && ++ledger->exit_tries > NGX_HTTP_MONETIZE_EXIT_TRIES)
-    {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "monetize: %ui refunds and voids could not be written "
-                      "before the worker exits; they are dropped",
-                      ledger->nrefunds);
-
-        while (!ngx_queue_empty(&ledger->refunds)) {
-            head = ngx_queue_head(&ledger->refunds);
-            ngx_queue_remove(head);
-            rf = ngx_queue_data(head, ngx_http_monetize_refund_t, queue);
-            ngx_free(rf);
-        }
-
-        ledger->nrefunds = 0;
-        return;
-    }
-
-    if (!ledger->refund_retry.timer_set) {
-        ngx_add_timer(&ledger->refund_retry, NGX_HTTP_MONETIZE_REFUND_RETRY);
-    }
-}
-
-
 ngx_http_monetize_ledger_t *
 ngx_http_monetize_ledger_create(ngx_conf_t *cf,
     ngx_http_monetize_pg_pool_t *pg)
@@ -976,16 +714,25 @@ ngx_http_monetize_ledger_create(ngx_conf_t *cf,
 
     ledger->pg = pg;
 
+    ledger->give_back = ngx_http_monetize_give_back_create(cf, pg);
+    if (ledger->give_back == NULL) {
+        return NULL;
+    }
+
     return ledger;
+}
+
+
+void
+ngx_http_monetize_refund(ngx_http_monetize_ledger_t *ledger,
+    ngx_str_t *debit_reference)
+{
+    ngx_http_monetize_give_back_refund(ledger->give_back, debit_reference);
 }
 
 
 void
 ngx_http_monetize_ledger_exit(ngx_http_monetize_ledger_t *ledger)
 {
-    if (ledger->initialized && ledger->nrefunds) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "monetize: %ui refunds and voids were not yet written "
-                      "when the worker exited", ledger->nrefunds);
-    }
+    ngx_http_monetize_give_back_exit(ledger->give_back);
 }

@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_monetize_pg.h"
+#include "ngx_http_monetize_give_back.h"
 
 
 typedef struct ngx_http_monetize_ledger_s  ngx_http_monetize_ledger_t;
