@@ -43,16 +43,20 @@ CONF
 
 my $ngx = Test::Monetize::Nginx->start(%conf);
 my $port = $ngx->port;
-my $log = Test::Monetize::new_dir('load') . '/statuses';
+my $dir = Test::Monetize::new_dir('load');
+my $log = "$dir/statuses";
+my $stop = "$dir/stop";
 
-# the load: 20 calls at a time, for 6 seconds, from a process of its own
+# the load: 20 calls at a time, from a process of its own, until the test
+# has restarted nginx and says stop (bounded: 60 s at most), so that a slow
+# machine slows the test down instead of ending the load before the kills
 my $load = fork // die "fork: $!";
 
 if ($load == 0) {
-    my $deadline = time + 6;
+    my $deadline = time + 60;
     open my $out, '>>', $log or POSIX::_exit(1);
     $out->autoflush(1);
-    while (time < $deadline) {
+    while (time < $deadline && !-e $stop) {
         my @r = $ngx->parallel([map {
             [GET => "/api/$_", headers => {'X-API-Key' => $key}, timeout => 5]
         } 1 .. 20], concurrency => 20);
@@ -80,6 +84,13 @@ Test::Monetize::wait_until(5, sub { !kill 0, $master, @workers });
 
 $ngx = Test::Monetize::Nginx->start(%conf, port => $port);
 diag "started again";
+
+$mark = served();
+ok Test::Monetize::wait_until(10, sub { served() >= $mark + 20 }),
+    'the load goes on after the restart';
+
+open my $flag, '>', $stop or die "$stop: $!";
+close $flag;
 
 waitpid $load, 0;
 is $?, 0, 'the load ran to its end';
