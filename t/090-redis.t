@@ -138,8 +138,10 @@ kill 'CONT', $pid;
 ok(Test::Monetize::wait_until(10, sub { health($ngx)->{status} == 200 }),
    'woken up: 200 again');
 
+# the new workers connect when first asked, which a loaded machine (or a
+# sanitizer build) may not finish within the 100ms timeout
 $ngx->reload;
-is health($ngx)->{status}, 200, 'after a reload: 200';
+is health_up($ngx)->{status}, 200, 'after a reload: 200';
 $ngx->stop;
 unlike $ngx->error_log_since(0), qr/\[(alert|crit|emerg)\]|exited on signal/,
     'no alert, no crash';
@@ -193,8 +195,10 @@ like $aredis->cli('-a', 't090-secret', '--no-auth-warning',
      qr/db=3 .*cmd=ping/, '... the worker selected database 3';
 $ngx->stop;
 
+# a timeout a loaded machine cannot overrun: what is shown is the refusal
 $ngx = Test::Monetize::Nginx->start(
-    http_config => "monetize_redis 127.0.0.1:$aport password=wrong;",
+    http_config => "monetize_redis 127.0.0.1:$aport password=wrong "
+                 . "timeout=2s;",
     config => $api);
 $res = health($ngx);
 is $res->{status}, 503, 'a wrong password: 503';
