@@ -74,7 +74,10 @@ LANGUAGE sql STABLE AS $$
         'quota', json_build_object(
             'limit', o.monthly_quota,
             'used', coalesce(q.calls, 0),
-            'remaining', greatest(o.monthly_quota - coalesce(q.calls, 0), 0)),
+            'remaining', CASE WHEN o.monthly_quota IS NOT NULL
+                              THEN greatest(o.monthly_quota
+                                            - coalesce(q.calls, 0), 0)
+                              END),
         'keys', json_build_object(
             'active', monetize_active_keys(u.id, NULL),
             'total', (SELECT count(*) FROM api_keys k

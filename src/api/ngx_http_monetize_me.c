@@ -92,6 +92,7 @@ ngx_http_monetize_me_update_handler(ngx_http_request_t *r,
     }
 
     params[0] = ctx->caller.user_id;
+    ngx_str_null(&params[1]);       /* null: no name */
 
     rc = ngx_http_monetize_field_text(ctx->body, fields, "name",
                                       NGX_HTTP_MONETIZE_ME_NAME_MAX,
