@@ -86,7 +86,11 @@ ngx_http_monetize_admin_credits_handler(ngx_http_request_t *r,
 
     rc[0] = ngx_http_monetize_field_ascii(ctx->body, fields, "user_id", 36,
                                           &params[1]);
-    if (rc[0] == NGX_OK) {
+    if (rc[0] == NGX_OK && params[1].data == NULL) {
+        rc[0] = ngx_http_monetize_field_invalid(fields, "user_id",
+                                                "is required");
+
+    } else if (rc[0] == NGX_OK) {
         rc[0] = ngx_http_monetize_admin_uuid(fields, "user_id", &params[1]);
     }
 
