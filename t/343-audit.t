@@ -7,7 +7,7 @@ use warnings;
 use lib 't/lib';
 use Test::Monetize;
 
-plan tests => 23;
+plan tests => 28;
 
 my $ngx = Test::Monetize::Nginx->start(
     config => 'location /v1/ { monetize_api; }');
@@ -112,6 +112,11 @@ $res = call(GET => '/v1/admin/users?email=%2Bx%40example.org&limit=100', $R);
 is scalar @{$res->{json}{users}}, 5, 'an encoded "+" and "@" match';
 $res = call(GET => '/v1/admin/users?email=%25', $R);
 is_deeply $res->{json}{users}, [], 'a "%" matches itself, not everything';
+for my $q ('email=%FF', 'email=a%00b', 'email=%zz', 'limit=0', 'after=x') {
+    $res = call(GET => "/v1/admin/users?$q", $R);
+    is_deeply [$res->{status}, $res->{json}{error}{code}],
+        [422, 'validation_failed'], "users?$q: 422";
+}
 $res = call(GET => "/v1/admin/users?email=kim", $R);
 is Test::Monetize::json_match({users => [{
         id => $kim, email => 'kim@example.com', suspended => JSON::PP::true,

@@ -302,7 +302,7 @@ ngx_int_t
 ngx_http_monetize_admin_users_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx)
 {
-    u_char     *p;
+    u_char     *p, *last;
     json_t     *fields;
     ngx_int_t   rc[3];
     ngx_str_t   params[3];
@@ -319,21 +319,21 @@ ngx_http_monetize_admin_users_handler(ngx_http_request_t *r,
     rc[0] = ngx_http_monetize_admin_arg(r, "email", &params[0]);
 
     if (rc[0] == NGX_OK && params[0].data) {
-        if (params[0].len > NGX_HTTP_MONETIZE_ADMIN_EMAIL_MAX) {
-            rc[0] = ngx_http_monetize_field_invalid(fields, "email",
-                                                    "must have at most 254 "
-                                                    "bytes");
+        last = params[0].data + params[0].len;
+
+        /* printable ASCII, as every stored address is */
+
+        for (p = params[0].data; p < last; p++) {
+            if (*p < 0x20 || *p > 0x7e) {
+                break;
+            }
         }
 
-        for (p = params[0].data; rc[0] == NGX_OK
-                                 && p < params[0].data + params[0].len; p++)
-        {
-            if (*p < 0x20 || *p == 0x7f) {
-                rc[0] = ngx_http_monetize_field_invalid(fields, "email",
-                                                        "must not contain "
-                                                        "control "
-                                                        "characters");
-            }
+        if (params[0].len > NGX_HTTP_MONETIZE_ADMIN_EMAIL_MAX || p < last) {
+            rc[0] = ngx_http_monetize_field_invalid(fields, "email",
+                                                    "must be printable "
+                                                    "ASCII, at most 254 "
+                                                    "bytes");
         }
 
     } else if (rc[0] == NGX_DECLINED) {
