@@ -7,7 +7,7 @@ use warnings;
 use lib 't/lib';
 use Test::Monetize;
 
-plan tests => 16;
+plan tests => 19;
 
 my $ngx = Test::Monetize::Nginx->start(
     http_config => 'monetize_bcrypt_cost 4;',
@@ -86,6 +86,29 @@ is $hash->(), $second, 'nothing changed';
 $res = call(POST => '/v1/me/password', $P,
             {current => 'second password', new => 'third password'});
 is $res->{status}, 204, 'the new password is the current one';
+
+# A change that commits while this one runs: the stored hash is no longer
+# the one checked, so nothing is written (a psql session holds the row,
+# changed, until the call waits for it).
+my $s = Test::Monetize::psql_session();
+$s->query('BEGIN');
+$s->query("UPDATE users SET password_hash = 'changed elsewhere'"
+          . " WHERE id = '$pat'");
+my $h = $ngx->start_request(POST => '/v1/me/password',
+    headers => [Authorization => "Bearer $P"],
+    json => {current => 'third password', new => 'fourth password'});
+ok Test::Monetize::wait_until(10, sub {
+        (Test::Monetize::psql(
+            "SELECT count(*) FROM pg_stat_activity"
+            . " WHERE wait_event_type = 'Lock'"
+            . "   AND query LIKE '%monetize_change_password%'"))[0][0] == 1 }),
+    'the change waits for the row';
+$s->query('COMMIT');
+$res = $ngx->finish_request($h);
+is_deeply [$res->{status}, $res->{json}{error}{code}],
+    [409, 'password_changed'], 'changed meanwhile: 409 password_changed';
+is $hash->(), 'changed elsewhere', 'and the other change stands';
+$s->close;
 
 is_deeply [Test::Monetize::psql(
         "SELECT action, actor_user_id, target, target_user_id, address"
