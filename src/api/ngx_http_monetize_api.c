@@ -99,6 +99,30 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("usage"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_usage_handler },
 
+    { ngx_string("me"), NGX_HTTP_GET, 0, 1, 0,
+      ngx_http_monetize_me_handler },
+
+    { ngx_string("profile"), NGX_HTTP_GET, 0, 1, 0,
+      ngx_http_monetize_me_handler },
+
+    { ngx_string("me"), NGX_HTTP_PATCH, 1, 1, 0,
+      ngx_http_monetize_me_update_handler },
+
+    { ngx_string("me/password"), NGX_HTTP_POST, 1, 1, 0,
+      ngx_http_monetize_me_password_handler },
+
+    { ngx_string("admin/credits"), NGX_HTTP_POST, 1, 1, 0,
+      ngx_http_monetize_admin_credits_handler },
+
+    { ngx_string("admin/users/{id}"), NGX_HTTP_PATCH, 1, 1, 0,
+      ngx_http_monetize_admin_user_handler },
+
+    { ngx_string("admin/users"), NGX_HTTP_GET, 0, 1, 0,
+      ngx_http_monetize_admin_users_handler },
+
+    { ngx_string("admin/audit"), NGX_HTTP_GET, 0, 1, 0,
+      ngx_http_monetize_admin_audit_handler },
+
     { ngx_null_string, 0, 0, 0, 0, NULL }
 };
 
@@ -129,6 +153,12 @@ ngx_http_monetize_api_handler(ngx_http_request_t *r)
     }
 
     ngx_http_set_ctx(r, ctx, ngx_http_monetize_module);
+
+    rc = ngx_http_monetize_cors(r);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     route = ngx_http_monetize_api_route(r, ctx, &allowed);
 

@@ -64,6 +64,14 @@ ngx_int_t ngx_http_monetize_api_backend_failed(ngx_http_request_t *r,
 ngx_int_t ngx_http_monetize_api_unavailable(ngx_http_request_t *r,
     const char *what);
 void ngx_http_monetize_api_finish(ngx_http_request_t *r, ngx_int_t rc);
+ngx_int_t ngx_http_monetize_api_send_pg_json(ngx_http_request_t *r,
+    ngx_http_monetize_pg_query_t *q, ngx_uint_t status);
+ngx_int_t ngx_http_monetize_send_no_content(ngx_http_request_t *r);
+ngx_uint_t ngx_http_monetize_is_uuid(ngx_str_t *s);
+
+ngx_int_t ngx_http_monetize_cors(ngx_http_request_t *r);
+char *ngx_http_monetize_cors_origins(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 /* route handlers, one file per concern */
@@ -87,6 +95,20 @@ ngx_int_t ngx_http_monetize_keys_revoke_handler(ngx_http_request_t *r,
 ngx_int_t ngx_http_monetize_keys_rotate_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_usage_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_me_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_me_update_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_me_password_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_admin_credits_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_admin_user_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_admin_users_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_admin_audit_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 
 

@@ -39,10 +39,8 @@ static ngx_int_t ngx_http_monetize_keys_send_new(ngx_http_request_t *r,
     ngx_http_monetize_pg_query_t *q, ngx_http_monetize_new_key_t *nk);
 static ngx_int_t ngx_http_monetize_keys_send_too_many(ngx_http_request_t *r);
 static ngx_int_t ngx_http_monetize_keys_not_found(ngx_http_request_t *r);
-static ngx_int_t ngx_http_monetize_send_no_content(ngx_http_request_t *r);
 static json_t *ngx_http_monetize_keys_column(ngx_http_monetize_pg_query_t *q,
     int row, int col);
-static ngx_uint_t ngx_http_monetize_is_uuid(ngx_str_t *s);
 static ngx_int_t ngx_http_monetize_keys_int(ngx_pool_t *pool, int64_t n,
     ngx_str_t *s);
 
@@ -55,19 +53,41 @@ static const char  ngx_http_monetize_keys_list_sql[] =
     " WHERE user_id = $1"
     " ORDER BY created_at DESC, id DESC";
 
-static const char  ngx_http_monetize_keys_create_sql[] =
-    "SELECT created, id, name, expires_at"
-    "  FROM monetize_create_key($1, $2, $3, $4, $5, $6)";
+/*
+ * Each change of a key writes its audit_log row (sql/010) in the statement
+ * that makes it: the caller, the key, the caller's address ($7, $3).
+ */
 
-/* revoking twice keeps the first revoked_at */
+static const char  ngx_http_monetize_keys_create_sql[] =
+    "WITH k AS (SELECT * FROM monetize_create_key($1, $2, $3, $4, $5, $6)),"
+    "     a AS (INSERT INTO audit_log (actor_user_id, action, target,"
+    "                                  target_user_id, details, address)"
+    "           SELECT $1, 'key.create', 'key:' || k.id, $1,"
+    "                  jsonb_build_object('name', k.name,"
+    "                                     'expires_at', k.expires_at), $7"
+    "             FROM k WHERE k.created)"
+    "SELECT created, id, name, expires_at FROM k";
+
+/* revoking twice keeps the first revoked_at, and is audited once */
 static const char  ngx_http_monetize_keys_revoke_sql[] =
-    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())"
-    " WHERE id = $1 AND user_id = $2"
-    " RETURNING id";
+    "WITH k AS (UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())"
+    "            WHERE id = $1 AND user_id = $2"
+    "           RETURNING id, user_id, revoked_at = now() AS changed),"
+    "     a AS (INSERT INTO audit_log (actor_user_id, action, target,"
+    "                                  target_user_id, address)"
+    "           SELECT $2, 'key.revoke', 'key:' || k.id, k.user_id, $3"
+    "             FROM k WHERE k.changed)"
+    "SELECT id FROM k";
 
 static const char  ngx_http_monetize_keys_rotate_sql[] =
-    "SELECT outcome, id, name, expires_at"
-    "  FROM monetize_rotate_key($1, $2, $3, $4, $5, $6)";
+    "WITH k AS (SELECT * FROM monetize_rotate_key($1, $2, $3, $4, $5, $6)),"
+    "     a AS (INSERT INTO audit_log (actor_user_id, action, target,"
+    "                                  target_user_id, details, address)"
+    "           SELECT $1, 'key.rotate', 'key:' || $2, $1,"
+    "                  jsonb_build_object('new_key_id', k.id,"
+    "                                     'grace_seconds', $5), $7"
+    "             FROM k WHERE k.outcome = 'rotated')"
+    "SELECT outcome, id, name, expires_at FROM k";
 
 
 /* GET /keys: all of the caller's keys, revoked ones too, newest first */
@@ -134,7 +154,7 @@ ngx_http_monetize_keys_create_handler(ngx_http_request_t *r,
     json_t                         *fields;
     int64_t                         expires_in;
     ngx_int_t                       name_rc, life_rc;
-    ngx_str_t                       name, params[6];
+    ngx_str_t                       name, params[7];
     ngx_http_monetize_new_key_t    *nk;
     ngx_http_monetize_main_conf_t  *mcf;
 
@@ -199,8 +219,10 @@ ngx_http_monetize_keys_create_handler(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    params[6] = r->connection->addr_text;
+
     return ngx_http_monetize_api_query(r, ngx_http_monetize_keys_create_sql,
-                                       params, 6,
+                                       params, 7,
                                        ngx_http_monetize_keys_create_result);
 }
 
@@ -231,7 +253,7 @@ ngx_int_t
 ngx_http_monetize_keys_revoke_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx)
 {
-    ngx_str_t  params[2];
+    ngx_str_t  params[3];
 
     if (!ngx_http_monetize_is_uuid(&ctx->id)) {
         return ngx_http_monetize_keys_not_found(r);
@@ -239,9 +261,10 @@ ngx_http_monetize_keys_revoke_handler(ngx_http_request_t *r,
 
     params[0] = ctx->id;
     params[1] = ctx->caller.user_id;
+    params[2] = r->connection->addr_text;
 
     return ngx_http_monetize_api_query(r, ngx_http_monetize_keys_revoke_sql,
-                                       params, 2,
+                                       params, 3,
                                        ngx_http_monetize_keys_revoke_result);
 }
 
@@ -271,7 +294,7 @@ ngx_http_monetize_keys_rotate_handler(ngx_http_request_t *r,
     json_t                         *fields;
     int64_t                         grace;
     ngx_int_t                       rc;
-    ngx_str_t                       params[6];
+    ngx_str_t                       params[7];
     ngx_http_monetize_new_key_t    *nk;
     ngx_http_monetize_main_conf_t  *mcf;
 
@@ -329,8 +352,10 @@ ngx_http_monetize_keys_rotate_handler(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    params[6] = r->connection->addr_text;
+
     return ngx_http_monetize_api_query(r, ngx_http_monetize_keys_rotate_sql,
-                                       params, 6,
+                                       params, 7,
                                        ngx_http_monetize_keys_rotate_result);
 }
 
@@ -421,7 +446,9 @@ ngx_http_monetize_keys_not_found(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
+/* shared with the other endpoints that answer 204 */
+
+ngx_int_t
 ngx_http_monetize_send_no_content(ngx_http_request_t *r)
 {
     ngx_str_t  no_store = ngx_string("no-store");
@@ -460,7 +487,7 @@ ngx_http_monetize_keys_column(ngx_http_monetize_pg_query_t *q, int row,
  * and must not reach PostgreSQL, which would refuse it as a uuid.
  */
 
-static ngx_uint_t
+ngx_uint_t
 ngx_http_monetize_is_uuid(ngx_str_t *s)
 {
     u_char      c;

@@ -50,6 +50,12 @@ typedef struct {
 } ngx_http_monetize_main_conf_t;
 
 
+typedef struct {
+    ngx_array_t                  *cors_origins;   /* of ngx_str_t; NULL:
+                                                     off */
+} ngx_http_monetize_loc_conf_t;
+
+
 char *ngx_http_monetize_conf_secret(ngx_conf_t *cf, ngx_str_t *value,
     ngx_str_t *out);
 char *ngx_http_monetize_conf_set_num(ngx_conf_t *cf, ngx_command_t *cmd,

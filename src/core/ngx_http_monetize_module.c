@@ -43,6 +43,9 @@ static char *ngx_http_monetize_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_monetize_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static void *ngx_http_monetize_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_monetize_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
 
 
 static ngx_conf_num_bounds_t  ngx_http_monetize_signup_credits_bounds = {
@@ -147,6 +150,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       0,
       NULL },
 
+    { ngx_string("monetize_cors_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_monetize_cors_origins,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -166,8 +176,8 @@ static ngx_http_module_t  ngx_http_monetize_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_monetize_create_loc_conf,     /* create location configuration */
+    ngx_http_monetize_merge_loc_conf       /* merge location configuration */
 };
 
 
@@ -821,6 +831,34 @@ ngx_http_monetize_conf_set_num(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     *np = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_monetize_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_monetize_loc_conf_t  *lcf;
+
+    lcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_monetize_loc_conf_t));
+    if (lcf == NULL) {
+        return NULL;
+    }
+
+    lcf->cors_origins = NGX_CONF_UNSET_PTR;
+
+    return lcf;
+}
+
+
+static char *
+ngx_http_monetize_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_monetize_loc_conf_t *prev = parent;
+    ngx_http_monetize_loc_conf_t *conf = child;
+
+    ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
 
     return NGX_CONF_OK;
 }

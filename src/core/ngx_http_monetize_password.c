@@ -34,6 +34,9 @@ typedef struct {
 } ngx_http_monetize_password_task_t;
 
 
+static ngx_int_t ngx_http_monetize_password_post(ngx_http_request_t *r,
+    ngx_str_t *password, ngx_str_t *setting,
+    ngx_http_monetize_password_done_pt done);
 static void ngx_http_monetize_password_thread(void *data, ngx_log_t *log);
 static void ngx_http_monetize_password_event(ngx_event_t *ev);
 
@@ -42,12 +45,10 @@ ngx_int_t
 ngx_http_monetize_password_hash(ngx_http_request_t *r, ngx_str_t *password,
     ngx_http_monetize_password_done_pt done)
 {
-    u_char                              rbytes[16];
-    char                                salt[CRYPT_GENSALT_OUTPUT_SIZE];
-    ngx_str_t                           setting;
-    ngx_thread_task_t                  *task;
-    ngx_http_monetize_main_conf_t      *mcf;
-    ngx_http_monetize_password_task_t  *pt;
+    u_char                          rbytes[16];
+    char                            salt[CRYPT_GENSALT_OUTPUT_SIZE];
+    ngx_str_t                       setting;
+    ngx_http_monetize_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
@@ -64,6 +65,49 @@ ngx_http_monetize_password_hash(ngx_http_request_t *r, ngx_str_t *password,
     setting.data = (u_char *) salt;
     setting.len = ngx_strlen(salt);
 
+    return ngx_http_monetize_password_post(r, password, &setting, done);
+}
+
+
+/*
+ * Checks a password against a stored bcrypt hash: "done" gets the hash of
+ * the password with the stored one's salt and cost, to compare with
+ * ngx_http_monetize_password_matches(). NGX_DECLINED: the stored hash is
+ * no bcrypt hash, so no password matches it.
+ */
+
+ngx_int_t
+ngx_http_monetize_password_verify(ngx_http_request_t *r, ngx_str_t *password,
+    ngx_str_t *hash, ngx_http_monetize_password_done_pt done)
+{
+    if (hash->len != NGX_HTTP_MONETIZE_PASSWORD_HASH_LEN
+        || ngx_strncmp(hash->data, "$2", 2) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_monetize_password_post(r, password, hash, done);
+}
+
+
+ngx_uint_t
+ngx_http_monetize_password_matches(ngx_str_t *stored, ngx_str_t *computed)
+{
+    return computed != NULL && stored->len == computed->len
+           && CRYPTO_memcmp(stored->data, computed->data, stored->len) == 0;
+}
+
+
+static ngx_int_t
+ngx_http_monetize_password_post(ngx_http_request_t *r, ngx_str_t *password,
+    ngx_str_t *setting, ngx_http_monetize_password_done_pt done)
+{
+    ngx_thread_task_t                  *task;
+    ngx_http_monetize_main_conf_t      *mcf;
+    ngx_http_monetize_password_task_t  *pt;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
     task = ngx_thread_task_alloc(r->pool,
                                  sizeof(ngx_http_monetize_password_task_t));
     if (task == NULL) {
@@ -75,14 +119,14 @@ ngx_http_monetize_password_hash(ngx_http_request_t *r, ngx_str_t *password,
     pt->done = done;
 
     pt->password = ngx_pnalloc(r->pool, password->len + 1);
-    pt->setting = ngx_pnalloc(r->pool, setting.len + 1);
+    pt->setting = ngx_pnalloc(r->pool, setting->len + 1);
 
     if (pt->password == NULL || pt->setting == NULL) {
         return NGX_ERROR;
     }
 
     ngx_cpystrn((u_char *) pt->password, password->data, password->len + 1);
-    ngx_cpystrn((u_char *) pt->setting, setting.data, setting.len + 1);
+    ngx_cpystrn((u_char *) pt->setting, setting->data, setting->len + 1);
     pt->password_len = password->len;
 
     task->handler = ngx_http_monetize_password_thread;
