@@ -88,6 +88,14 @@ ngx_int_t ngx_http_monetize_keys_rotate_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_usage_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_login_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_refresh_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_logout_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_logout_all_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
 
 
 #endif /* _NGX_HTTP_MONETIZE_API_H_INCLUDED_ */
