@@ -140,3 +140,258 @@ LANGUAGE sql AS $$
     UPDATE refresh_tokens t SET revoked_at = now()
      WHERE t.user_id = $1 AND t.revoked_at IS NULL;
 $$;
+
+
+-- The gate takes session tokens too. A call made with one has no API key:
+-- it is recorded (gate_calls, the ledger's api_key_id, usage) under the nil
+-- UUID, the "session" key, which no api_keys row has. The debit takes it
+-- for the account's own (only the account's state is checked), the same
+-- as 005's otherwise.
+CREATE OR REPLACE FUNCTION monetize_debit(p_users uuid[], p_keys uuid[],
+                                          p_costs bigint[], p_refs text[],
+                                          p_quota boolean[],
+                                          p_retry boolean)
+RETURNS TABLE (idx integer, outcome text, balance bigint,
+               quota_remaining bigint, period_end bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n           integer := coalesce(array_length(p_users, 1), 0);
+    v_user      uuid;
+    v_users     uuid[] := '{}';
+    v_balances  bigint[] := '{}';
+    v_balance   bigint;
+    v_quota     bigint;         -- the plan's monthly calls; NULL: unlimited
+    v_start     timestamptz;    -- of the billing period
+    v_finish    timestamptz;
+    v_used      bigint;
+    v_now       timestamptz;
+    v_done      text[];
+    v_done_out  text[];
+    v_key_ids   uuid[];
+    v_key_users uuid[];
+    v_revoked   uuid[];
+    v_expired   uuid[];
+    v_suspended uuid[];
+    v_outcome   text[] := array_fill(NULL::text, ARRAY[n]);
+    v_after     bigint[] := array_fill(0::bigint, ARRAY[n]);
+    v_left      bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    v_end       bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    v_period    timestamptz[] := array_fill(NULL::timestamptz, ARRAY[n]);
+    v_new       boolean[] := array_fill(false, ARRAY[n]);
+    v_counted   bigint;
+    v_key       uuid;
+    v_pos       integer;
+    u           integer;
+    i           integer;
+BEGIN
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+
+    FOR v_user IN SELECT DISTINCT x FROM unnest(p_users) AS x ORDER BY x
+    LOOP
+        v_users := v_users || v_user;
+        v_balances := v_balances || monetize_lock_account(v_user);
+    END LOOP;
+
+    v_now := clock_timestamp();
+
+    -- "= ANY (array)" is planned at each call (EXECUTE): a plan cached
+    -- while a table was small would scan all of it ever after
+
+    EXECUTE 'SELECT coalesce(array_agg(c.reference), ''{}''),'
+         || '       coalesce(array_agg(CASE WHEN c.voided_at IS NULL'
+         || '                          THEN c.outcome ELSE ''void'''
+         || '                          END), ''{}'')'
+         || '  FROM gate_calls c WHERE c.reference = ANY ($1)'
+       INTO v_done, v_done_out USING p_refs;
+
+    EXECUTE 'SELECT coalesce(array_agg(a.id), ''{}''),'
+         || '       coalesce(array_agg(a.user_id), ''{}''),'
+         || '       coalesce(array_agg(a.id) FILTER'
+         || '                (WHERE a.revoked_at IS NOT NULL), ''{}''),'
+         || '       coalesce(array_agg(a.id) FILTER'
+         || '                (WHERE a.expires_at <= $2), ''{}'')'
+         || '  FROM api_keys a WHERE a.id = ANY ($1)'
+       INTO v_key_ids, v_key_users, v_revoked, v_expired
+       USING p_keys, v_now;
+
+    EXECUTE 'SELECT coalesce(array_agg(s.id), ''{}'') FROM users s'
+         || ' WHERE s.id = ANY ($1) AND s.suspended_at IS NOT NULL'
+       INTO v_suspended USING v_users;
+
+    FOR u IN 1 .. array_length(v_users, 1) LOOP
+        v_user := v_users[u];
+        v_balance := v_balances[u];
+        v_quota := NULL;
+        v_used := NULL;
+        v_counted := 0;
+
+        FOR i IN 1 .. n LOOP
+            CONTINUE WHEN p_users[i] <> v_user;
+
+            IF p_quota[i] AND v_used IS NULL THEN
+                SELECT o.monthly_quota, o.period_start, o.period_end
+                  INTO v_quota, v_start, v_finish
+                  FROM monetize_plan_of(v_user) AS o;
+
+                INSERT INTO quota_usage AS q (user_id, period_start)
+                VALUES (v_user, v_start)
+                ON CONFLICT (user_id, period_start) DO NOTHING;
+
+                SELECT q.calls INTO v_used FROM quota_usage q
+                 WHERE q.user_id = v_user AND q.period_start = v_start;
+            END IF;
+
+            v_pos := array_position(v_done, p_refs[i]);
+
+            IF v_pos IS NOT NULL THEN
+                v_outcome[i] := v_done_out[v_pos];
+
+            ELSIF p_keys[i] <> '00000000-0000-0000-0000-000000000000'
+                  AND (v_key_users[array_position(v_key_ids, p_keys[i])]
+                           IS DISTINCT FROM v_user
+                       OR p_keys[i] = ANY (v_revoked))
+            THEN
+                v_outcome[i] := 'key_revoked';
+
+            ELSIF p_keys[i] = ANY (v_expired) THEN
+                v_outcome[i] := 'key_expired';
+
+            ELSIF v_user = ANY (v_suspended) THEN
+                v_outcome[i] := 'account_suspended';
+
+            ELSIF p_quota[i]
+                  AND (v_quota IS NULL OR v_used + v_counted < v_quota)
+            THEN
+                v_counted := v_counted + 1;
+                v_outcome[i] := 'quota';
+                v_period[i] := v_start;
+
+            ELSIF p_quota[i] AND p_costs[i] = 0 THEN
+                v_outcome[i] := 'quota_exceeded';
+
+            ELSIF p_costs[i] <= v_balance THEN
+                v_balance := v_balance - p_costs[i];
+                v_outcome[i] := 'credits';
+
+            ELSE
+                v_outcome[i] := 'insufficient_credits';
+            END IF;
+
+            IF v_pos IS NULL AND v_outcome[i] IN ('credits', 'quota') THEN
+                v_new[i] := true;
+                v_done := v_done || p_refs[i];
+                v_done_out := v_done_out || v_outcome[i];
+            END IF;
+
+            v_after[i] := v_balance;
+
+            IF p_quota[i] THEN
+                -- NULL for an unlimited plan
+                v_left[i] := CASE WHEN v_quota IS NOT NULL
+                                  THEN greatest(v_quota - v_used - v_counted,
+                                                0) END;
+                v_end[i] := extract(epoch FROM v_finish)::bigint;
+            END IF;
+        END LOOP;
+
+        UPDATE balances b SET balance = v_balance, updated_at = now()
+         WHERE b.user_id = v_user AND b.balance <> v_balance;
+
+        IF v_counted > 0 THEN
+            UPDATE quota_usage q SET calls = q.calls + v_counted
+             WHERE q.user_id = v_user AND q.period_start = v_start;
+        END IF;
+    END LOOP;
+
+    INSERT INTO credit_ledger (user_id, delta, kind, reference, api_key_id,
+                               balance_after)
+    SELECT p_users[k], -p_costs[k], 'debit', p_refs[k], p_keys[k], v_after[k]
+      FROM generate_subscripts(p_users, 1) AS k
+     WHERE v_new[k] AND v_outcome[k] = 'credits' AND p_costs[k] > 0;
+
+    INSERT INTO gate_calls (reference, user_id, outcome, cost, period_start)
+    SELECT p_refs[k], p_users[k], v_outcome[k],
+           CASE WHEN v_outcome[k] = 'credits' THEN p_costs[k] ELSE 0 END,
+           v_period[k]
+      FROM generate_subscripts(p_users, 1) AS k
+     WHERE v_new[k];
+
+    -- fresh enough for a listing, at most one write per key a minute
+    FOR v_key IN SELECT DISTINCT k FROM unnest(p_keys) AS k LOOP
+        UPDATE api_keys a SET last_used_at = now()
+         WHERE a.id = v_key
+           AND (a.last_used_at IS NULL
+                OR a.last_used_at < now() - interval '1 minute');
+    END LOOP;
+
+    RETURN QUERY SELECT k, v_outcome[k], v_after[k], v_left[k], v_end[k]
+                   FROM generate_subscripts(p_users, 1) AS k;
+END
+$$;
+
+
+-- Voids the calls of a batch whose outcome stayed unknown (answered 503 to
+-- their clients). Under each account's lock, in uuid order: a call not
+-- debited (yet) gets a 'void' row, which the late debit, if any, then finds
+-- and refuses; a call debited with credits is written off (a 'write_off'
+-- entry giving its cost back, reference "write_off:<call>"); one counted
+
+
+-- What the gate reads of an API key now says whether its account's address
+-- is verified (monetize_require_verified_email); the columns before are
+-- 006's.
+DROP FUNCTION monetize_gate_key(text);
+
+CREATE FUNCTION monetize_gate_key(p_key_hash text)
+RETURNS TABLE (key_id uuid, key_user uuid, key_revoked boolean,
+               key_expires_in bigint, user_suspended boolean,
+               user_balance bigint, plan text, plan_rps integer,
+               plan_burst integer, user_verified boolean)
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
+    SELECT k.id, k.user_id, k.revoked_at IS NOT NULL,
+           floor(extract(epoch FROM k.expires_at - now()) * 1000)::bigint,
+           u.suspended_at IS NOT NULL, coalesce(b.balance, 0),
+           p.id, p.rate_limit_rps, p.rate_limit_burst, u.email_verified
+      FROM api_keys k
+      JOIN users u ON u.id = k.user_id
+      LEFT JOIN balances b ON b.user_id = k.user_id
+      LEFT JOIN plans p ON p.id = (SELECT o.plan_id
+                                     FROM monetize_plan_of(k.user_id) AS o)
+     WHERE k.key_hash = p_key_hash;
+
+    IF current_setting('monetize.test_hold', true) = 'on' THEN
+        PERFORM pg_advisory_xact_lock(60061);
+    END IF;
+END
+$$;
+
+
+-- The same for a session token's account: the nil UUID as its key, which
+-- is never revoked and never expires (the token's own exp does).
+CREATE FUNCTION monetize_gate_session(p_user uuid)
+RETURNS TABLE (key_id uuid, key_user uuid, key_revoked boolean,
+               key_expires_in bigint, user_suspended boolean,
+               user_balance bigint, plan text, plan_rps integer,
+               plan_burst integer, user_verified boolean)
+LANGUAGE sql AS $$
+    SELECT '00000000-0000-0000-0000-000000000000'::uuid, u.id, false,
+           NULL::bigint, u.suspended_at IS NOT NULL, coalesce(b.balance, 0),
+           p.id, p.rate_limit_rps, p.rate_limit_burst, u.email_verified
+      FROM users u
+      LEFT JOIN balances b ON b.user_id = u.id
+      LEFT JOIN plans p ON p.id = (SELECT o.plan_id
+                                     FROM monetize_plan_of(u.id) AS o)
+     WHERE u.id = $1;
+$$;
+
+
+-- The gates' caches hold whether an address is verified: a change is told
+-- as a suspension is.
+CREATE TRIGGER users_notify_verified
+    AFTER UPDATE OF email_verified ON users FOR EACH ROW
+    WHEN (OLD.email_verified IS DISTINCT FROM NEW.email_verified)
+    EXECUTE FUNCTION monetize_notify_user();
