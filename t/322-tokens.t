@@ -11,7 +11,7 @@ use lib 't/lib';
 use Test::Monetize;
 use Sessions;
 
-plan tests => 16;
+plan tests => 18;
 
 my $ngx = Test::Monetize::Nginx->start(
     http_config => $Sessions::HTTP . "\nmonetize_signup_credits 40;",
@@ -84,6 +84,18 @@ Test::Monetize::psql('UPDATE users SET suspended_at = NULL WHERE id = $1',
                      $user);
 is Sessions::bearer($ngx, GET => '/v1/credits', $access)->{status}, 200,
     '... and works again when the suspension is lifted';
+
+# a charge through the API with a token: recorded under the "session" key
+$res = Sessions::bearer($ngx, POST => '/v1/use_credit', $access,
+                        json => {amount => 3});
+is_deeply [$res->{status}, $res->{json}{balance}], [200, 37],
+    'POST /use_credit with a token: 200, charged';
+is_deeply [Test::Monetize::psql(
+    q{SELECT l.api_key_id, u.api_key_id, u.calls, u.credits
+        FROM credit_ledger l JOIN usage u USING (user_id)
+       WHERE l.kind = 'use_credit' AND u.location = 'use_credit'})],
+    [[('00000000-0000-0000-0000-000000000000') x 2, 1, 3]],
+    '... in the ledger and the usage under the nil "session" key';
 
 # logout-all needs a caller: a token or a key
 is Sessions::bearer($ngx, POST => '/v1/auth/logout-all',

@@ -237,8 +237,8 @@ ngx_http_monetize_auth_token_result(ngx_http_request_t *r,
 
     caller = &ctx->caller;
 
-    /* no key: what is recorded of the call says so (see README) */
-    ngx_str_null(&caller->key_id);
+    /* no key: the call is recorded under the nil "session" key (README) */
+    ngx_str_set(&caller->key_id, "00000000-0000-0000-0000-000000000000");
 
     if (ngx_http_monetize_pg_get_int(q, 0, 2, &caller->balance) != NGX_OK) {
         return ngx_http_monetize_api_backend_failed(r, q);
