@@ -11,7 +11,7 @@ use Test::Monetize;
 use Sessions;
 use Digest::SHA qw(hmac_sha256_hex);
 
-plan tests => 24;
+plan tests => 25;
 
 my $ngx = Test::Monetize::Nginx->start(
     http_config => $Sessions::HTTP . "\nmonetize_jwt_ttl access=10m;",
@@ -106,4 +106,15 @@ is_deeply [Test::Monetize::psql(
     q{SELECT count(*) FROM login_failures WHERE email = 'bob@example.com'})],
     [[0]], '... and a login clears them';
 
+$ngx->stop;
+
+# the address limit of /register holds for /auth/login
+$ngx = Test::Monetize::Nginx->start(
+    http_config => $Sessions::HTTP,
+    api_limit => 'monetize_api_limit 10r/m burst=2;',
+    config => $Sessions::API);
+is_deeply [map { Sessions::login($ngx, 'ada@example.com', "guess $_")
+                     ->{json}{error}{code} } 1 .. 4],
+    [('invalid_credentials') x 2, ('rate_limited') x 2],
+    'monetize_api_limit: logins from one address past it are 429';
 $ngx->stop;
