@@ -8,8 +8,9 @@ use warnings;
 use lib 't/lib';
 use Test::Monetize;
 use Sessions;
+use Digest::SHA qw(hmac_sha256_hex);
 
-plan tests => 17;
+plan tests => 20;
 
 my $ngx = Test::Monetize::Nginx->start(
     http_config => $Sessions::HTTP, api_limit => $Sessions::NO_LIMIT,
@@ -84,5 +85,35 @@ my $old = Sessions::login($ngx, 'ada@example.com')->{json};
 Test::Monetize::psql(q{UPDATE refresh_tokens SET expires_at = now()
                         WHERE spent_at IS NULL AND revoked_at IS NULL});
 is refresh($old->{refresh_token})->{status}, 401, 'an expired token: 401';
+
+# a race: the same token sent twice at once. A psql session holds the
+# token's row, so both refreshes wait on it; released, one spends it and
+# the other finds it spent: a reuse, the family revoked.
+my $race = Sessions::login($ngx, 'ada@example.com')->{json};
+my $s = Test::Monetize::psql_session();
+$s->query('BEGIN');
+$s->query('SELECT id FROM refresh_tokens WHERE revoked_at IS NULL'
+          . ' AND spent_at IS NULL FOR UPDATE');
+my @h = map {
+    $ngx->start_request('POST', '/v1/auth/refresh',
+                        json => {refresh_token => $race->{refresh_token}})
+} 1 .. 2;
+ok Test::Monetize::wait_until(5, sub {
+    my ($n) = map { $_->[0] } Test::Monetize::psql(
+        q{SELECT count(*) FROM pg_stat_activity
+           WHERE wait_event_type = 'Lock'
+             AND query LIKE '%monetize_session_refresh%'});
+    $n == 2
+}), 'both refreshes wait on the token\'s row';
+$s->query('COMMIT');
+my @st = sort map { $ngx->finish_request($_)->{status} } @h;
+is_deeply \@st, [200, 401], 'released: one spends it, the other is a reuse';
+is_deeply [Test::Monetize::psql(
+    'SELECT count(*), count(revoked_at) FROM refresh_tokens'
+    . ' WHERE family = (SELECT family FROM refresh_tokens'
+    . '                  WHERE token_hash = $1)',
+    hmac_sha256_hex($race->{refresh_token}, $ENV{MONETIZE_KEY_SECRET}))],
+    [[2, 2]], '... and the family is revoked, the new token with it';
+$s->close;
 
 $ngx->stop;
