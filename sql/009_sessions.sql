@@ -46,11 +46,16 @@ END
 $$;
 
 
--- A failed login; the old ones of the address go at the same time.
+-- A failed login. The address's old failures go at the same time, and a
+-- few of the oldest of any address, so that failures for addresses never
+-- tried again do not pile up.
 CREATE FUNCTION monetize_login_failed(p_email text) RETURNS void
 LANGUAGE sql AS $$
     DELETE FROM login_failures
-     WHERE email = $1 AND at < now() - interval '15 minutes';
+     WHERE (email = $1 AND at < now() - interval '15 minutes')
+        OR id IN (SELECT f.id FROM login_failures f
+                   WHERE f.at < now() - interval '15 minutes'
+                   ORDER BY f.id LIMIT 10);
     INSERT INTO login_failures (email) VALUES ($1);
 $$;
 

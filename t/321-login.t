@@ -11,7 +11,7 @@ use Test::Monetize;
 use Sessions;
 use Digest::SHA qw(hmac_sha256_hex);
 
-plan tests => 25;
+plan tests => 26;
 
 my $ngx = Test::Monetize::Nginx->start(
     http_config => $Sessions::HTTP . "\nmonetize_jwt_ttl access=10m;",
@@ -105,6 +105,19 @@ is Sessions::login($ngx, 'bob@example.com', 'correct horse')->{status}, 200,
 is_deeply [Test::Monetize::psql(
     q{SELECT count(*) FROM login_failures WHERE email = 'bob@example.com'})],
     [[0]], '... and a login clears them';
+
+# old failures of addresses never tried again go, ten at each failure
+Test::Monetize::psql(
+    q{UPDATE login_failures SET at = now() - interval '16 minutes'});
+my ($old) = map { $_->[0] } Test::Monetize::psql(
+    'SELECT count(*) FROM login_failures');
+Sessions::login($ngx, 'someone@example.com', 'x');
+is_deeply [Test::Monetize::psql(
+    q{SELECT count(*) FILTER (WHERE at < now() - interval '15 minutes'),
+             count(*) FILTER (WHERE email = 'someone@example.com')
+        FROM login_failures})],
+    [[$old - 10, 1]],
+    "a failure clears ten old ones of other addresses (of $old)";
 
 $ngx->stop;
 
