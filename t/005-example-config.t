@@ -26,14 +26,16 @@ my $prefix = prefix();
 my ($rc, $out, $err) = Test::Monetize::run_nginx(
     ['-t', '-p', "$prefix/", '-c', $example],
     env => { MONETIZE_PG_PASSWORD => 'x',
-             MONETIZE_KEY_SECRET => '0123456789abcdef0123' });
+             MONETIZE_KEY_SECRET => '0123456789abcdef0123',
+             MONETIZE_JWT_SECRET => '0123456789abcdef0123456789abcdef' });
 $out .= $err;
 is $rc, 0, 'nginx -t accepts nginx.conf.example' or diag $out;
 like $out, qr/syntax is ok/, '... and says so';
 
 ($rc, $out, $err) = Test::Monetize::run_nginx(
     ['-t', '-p', "$prefix/", '-c', $example],
-    env => { MONETIZE_PG_PASSWORD => 'x', MONETIZE_KEY_SECRET => undef });
+    env => { MONETIZE_PG_PASSWORD => 'x', MONETIZE_KEY_SECRET => undef,
+             MONETIZE_JWT_SECRET => '0123456789abcdef0123456789abcdef' });
 $out .= $err;
 isnt $rc, 0, 'without its secret in the environment it is refused';
 like $out, qr/\[emerg\].*monetize_key_secret: the environment variable "MONETIZE_KEY_SECRET" is not set/,

@@ -123,6 +123,21 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("admin/audit"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_admin_audit_handler },
 
+    { ngx_string("auth/register"), NGX_HTTP_POST, 1, 0, 1,
+      ngx_http_monetize_register_handler },
+
+    { ngx_string("auth/login"), NGX_HTTP_POST, 1, 0, 1,
+      ngx_http_monetize_login_handler },
+
+    { ngx_string("auth/refresh"), NGX_HTTP_POST, 1, 0, 0,
+      ngx_http_monetize_refresh_handler },
+
+    { ngx_string("auth/logout"), NGX_HTTP_POST, 1, 0, 0,
+      ngx_http_monetize_logout_handler },
+
+    { ngx_string("auth/logout-all"), NGX_HTTP_POST, 0, 1, 0,
+      ngx_http_monetize_logout_all_handler },
+
     { ngx_null_string, 0, 0, 0, 0, NULL }
 };
 

@@ -110,6 +110,14 @@ ngx_int_t ngx_http_monetize_admin_users_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_admin_audit_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_login_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_refresh_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_logout_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_logout_all_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
 
 
 #endif /* _NGX_HTTP_MONETIZE_API_H_INCLUDED_ */

@@ -9,16 +9,23 @@
 #include <ngx_http.h>
 
 #include "ngx_http_monetize_api.h"
+#include "ngx_http_monetize_jwt.h"
 #include "ngx_http_monetize_keys.h"
 
 
 /*
  * Who is calling the management API: an API key, found by its keyed hash
- * in one round trip that also brings the account's state and balance.
+ * in one round trip that also brings the account's state and balance; or
+ * a session's access token (a JWT), checked here, whose account is read at
+ * each call, so that a suspended account's tokens stop at once.
  */
 
 
 static ngx_int_t ngx_http_monetize_auth_key_result(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
+static ngx_int_t ngx_http_monetize_auth_token(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_str_t *token);
+static ngx_int_t ngx_http_monetize_auth_token_result(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
 
 
@@ -31,6 +38,12 @@ static const char  ngx_http_monetize_auth_key_sql[] =
     "  JOIN users u ON u.id = k.user_id"
     "  LEFT JOIN balances b ON b.user_id = k.user_id"
     " WHERE k.key_hash = $1";
+
+static const char  ngx_http_monetize_auth_token_sql[] =
+    "SELECT u.suspended_at IS NOT NULL, u.is_admin, coalesce(b.balance, 0)"
+    "  FROM users u"
+    "  LEFT JOIN balances b ON b.user_id = u.id"
+    " WHERE u.id = $1";
 
 
 ngx_int_t
@@ -66,6 +79,10 @@ ngx_http_monetize_authenticate(ngx_http_request_t *r,
         return ngx_http_monetize_send_key_error(r,
                                               NGX_HTTP_MONETIZE_KEY_MALFORMED,
                                               why);
+    }
+
+    if (ngx_http_monetize_jwt_is_token(&credential)) {
+        return ngx_http_monetize_auth_token(r, ctx, &credential);
     }
 
     if (!ngx_http_monetize_key_is_well_formed(&mcf->key_prefix,
@@ -154,6 +171,81 @@ ngx_http_monetize_auth_key_result(ngx_http_request_t *r,
     if (caller->key_id.data == NULL || caller->user_id.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    return ctx->next(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_monetize_auth_token(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_str_t *token)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_monetize_jwt_verify(r, token, &ctx->caller.user_id);
+
+    switch (rc) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_HTTP_MONETIZE_JWT_EXPIRED:
+        return ngx_http_monetize_send_key_error(r,
+                                          NGX_HTTP_MONETIZE_KEY_TOKEN_EXPIRED,
+                                          NULL);
+
+    case NGX_HTTP_MONETIZE_JWT_INVALID:
+        return ngx_http_monetize_send_key_error(r,
+                                          NGX_HTTP_MONETIZE_KEY_TOKEN_INVALID,
+                                          NULL);
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_monetize_api_query(r, ngx_http_monetize_auth_token_sql,
+                                       &ctx->caller.user_id, 1,
+                                       ngx_http_monetize_auth_token_result);
+}
+
+
+static ngx_int_t
+ngx_http_monetize_auth_token_result(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q)
+{
+    ngx_str_t                    flag;
+    ngx_http_monetize_caller_t  *caller;
+
+    if (q->status != NGX_HTTP_MONETIZE_PG_OK) {
+        return ngx_http_monetize_api_backend_failed(r, q);
+    }
+
+    /* a token of an account that is no more */
+
+    if (PQntuples(q->result) == 0) {
+        return ngx_http_monetize_send_key_error(r,
+                                          NGX_HTTP_MONETIZE_KEY_TOKEN_INVALID,
+                                          NULL);
+    }
+
+    (void) ngx_http_monetize_pg_get_str(q, 0, 0, &flag);
+    if (flag.len && flag.data[0] == 't') {
+        return ngx_http_monetize_send_key_error(r,
+                                              NGX_HTTP_MONETIZE_KEY_SUSPENDED,
+                                              NULL);
+    }
+
+    caller = &ctx->caller;
+
+    /* no key: the call is recorded under the nil "session" key (README) */
+    ngx_str_set(&caller->key_id, "00000000-0000-0000-0000-000000000000");
+
+    if (ngx_http_monetize_pg_get_int(q, 0, 2, &caller->balance) != NGX_OK) {
+        return ngx_http_monetize_api_backend_failed(r, q);
+    }
+
+    (void) ngx_http_monetize_pg_get_str(q, 0, 1, &flag);
+    caller->is_admin = (flag.len && flag.data[0] == 't');
 
     return ctx->next(r, ctx);
 }

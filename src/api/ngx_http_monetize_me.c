@@ -37,7 +37,7 @@ static ngx_int_t ngx_http_monetize_me_result(ngx_http_request_t *r,
 static ngx_int_t ngx_http_monetize_me_password_stored(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
 static void ngx_http_monetize_me_password_checked(ngx_http_request_t *r,
-    ngx_str_t *hash);
+    ngx_int_t match);
 static void ngx_http_monetize_me_password_hashed(ngx_http_request_t *r,
     ngx_str_t *hash);
 static ngx_int_t ngx_http_monetize_me_password_result(ngx_http_request_t *r,
@@ -234,17 +234,17 @@ ngx_http_monetize_me_password_stored(ngx_http_request_t *r,
     rc = ngx_http_monetize_password_verify(r, &mp->current, &mp->stored,
                                     ngx_http_monetize_me_password_checked);
 
-    if (rc == NGX_DECLINED) {
-        /* no bcrypt hash (an account made by hand): no password matches */
-        return ngx_http_monetize_me_wrong_password(r);
-    }
-
     return (rc == NGX_OK) ? NGX_DONE : NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 
+/*
+ * A stored value bcrypt cannot read (an account made by hand; logged) is
+ * matched by no password.
+ */
+
 static void
-ngx_http_monetize_me_password_checked(ngx_http_request_t *r, ngx_str_t *hash)
+ngx_http_monetize_me_password_checked(ngx_http_request_t *r, ngx_int_t match)
 {
     ngx_http_monetize_api_ctx_t      *ctx;
     ngx_http_monetize_me_password_t  *mp;
@@ -252,7 +252,7 @@ ngx_http_monetize_me_password_checked(ngx_http_request_t *r, ngx_str_t *hash)
     ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_module);
     mp = ctx->data;
 
-    if (!ngx_http_monetize_password_matches(&mp->stored, hash)) {
+    if (match != 1) {
         ngx_http_monetize_api_finish(r,
                                      ngx_http_monetize_me_wrong_password(r));
         return;

@@ -47,6 +47,10 @@ typedef struct {
                                                      location refuses calls
                                                      without Redis */
     ngx_uint_t                    plans_version;  /* per worker, see plans */
+    ngx_str_t                     jwt_secret;     /* sessions: see jwt.c */
+    time_t                        jwt_access_ttl;
+    time_t                        jwt_refresh_ttl;
+    ngx_flag_t                    require_verified_email;
 } ngx_http_monetize_main_conf_t;
 
 

@@ -60,6 +60,19 @@ ngx_http_monetize_key_error_t  ngx_http_monetize_key_errors[] = {
       ngx_null_string },
 
     { NGX_HTTP_FORBIDDEN, "account_suspended", "this account is suspended",
+      ngx_null_string },
+
+    { NGX_HTTP_UNAUTHORIZED, "invalid_token",
+      "the session token is not valid",
+      ngx_string("Bearer error=\"invalid_token\"") },
+
+    { NGX_HTTP_UNAUTHORIZED, "token_expired",
+      "the session token has expired; refresh it",
+      ngx_string("Bearer error=\"invalid_token\", "
+                 "error_description=\"the token expired\"") },
+
+    { NGX_HTTP_FORBIDDEN, "email_not_verified",
+      "verify the email address of this account first",
       ngx_null_string }
 };
 

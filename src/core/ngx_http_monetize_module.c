@@ -10,6 +10,7 @@
 
 #include "ngx_http_monetize.h"
 #include "ngx_http_monetize_api.h"
+#include "ngx_http_monetize_jwt.h"
 #include "ngx_http_monetize_keystore.h"
 
 
@@ -134,6 +135,27 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_monetize_main_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("monetize_jwt_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_jwt_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_jwt_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_monetize_jwt_ttl,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_require_verified_email"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_monetize_main_conf_t, require_verified_email),
       NULL },
 
     { ngx_string("monetize_top_up_url"),
@@ -355,6 +377,9 @@ ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
     mcf->api_limit = NGX_CONF_UNSET;
     mcf->bcrypt_cost = NGX_CONF_UNSET;
     mcf->max_body_size = NGX_CONF_UNSET_SIZE;
+    mcf->jwt_access_ttl = NGX_CONF_UNSET;
+    mcf->jwt_refresh_ttl = NGX_CONF_UNSET;
+    mcf->require_verified_email = NGX_CONF_UNSET;
 
     return mcf;
 }
@@ -375,6 +400,7 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mcf->signup_credits, 0);
     ngx_conf_init_value(mcf->bcrypt_cost, 12);
     ngx_conf_init_size_value(mcf->max_body_size, 16384);
+    ngx_http_monetize_jwt_init_conf(mcf);
 
     if (mcf->key_prefix.data == NULL) {
         ngx_str_set(&mcf->key_prefix, "sk_live_");

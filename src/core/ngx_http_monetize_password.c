@@ -24,31 +24,34 @@
 
 
 typedef struct {
-    ngx_http_request_t                  *request;
-    ngx_http_monetize_password_done_pt   done;
-    char                                *password;
-    size_t                               password_len;
-    char                                *setting;   /* "$2b$" and salt */
-    ngx_uint_t                           ok;
-    struct crypt_data                    data;      /* output lands here */
+    ngx_http_request_t                      *request;
+    ngx_http_monetize_password_done_pt       done;
+    ngx_http_monetize_password_verified_pt   verified;  /* else: hashing */
+    char                                    *password;
+    size_t                                   password_len;
+    char                                    *setting;   /* "$2b$", salt */
+    ngx_uint_t                               ok;
+    ngx_uint_t                               match;     /* verifying */
+    struct crypt_data                        data;      /* output */
 } ngx_http_monetize_password_task_t;
 
 
-static ngx_int_t ngx_http_monetize_password_post(ngx_http_request_t *r,
-    ngx_str_t *password, ngx_str_t *setting,
-    ngx_http_monetize_password_done_pt done);
 static void ngx_http_monetize_password_thread(void *data, ngx_log_t *log);
 static void ngx_http_monetize_password_event(ngx_event_t *ev);
+static ngx_int_t ngx_http_monetize_password_post(ngx_http_request_t *r,
+    ngx_str_t *password, ngx_str_t *setting,
+    ngx_http_monetize_password_done_pt done,
+    ngx_http_monetize_password_verified_pt verified);
 
 
 ngx_int_t
 ngx_http_monetize_password_hash(ngx_http_request_t *r, ngx_str_t *password,
     ngx_http_monetize_password_done_pt done)
 {
-    u_char                          rbytes[16];
-    char                            salt[CRYPT_GENSALT_OUTPUT_SIZE];
-    ngx_str_t                       setting;
-    ngx_http_monetize_main_conf_t  *mcf;
+    u_char                              rbytes[16];
+    char                                salt[CRYPT_GENSALT_OUTPUT_SIZE];
+    ngx_str_t                           setting;
+    ngx_http_monetize_main_conf_t      *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
@@ -65,42 +68,56 @@ ngx_http_monetize_password_hash(ngx_http_request_t *r, ngx_str_t *password,
     setting.data = (u_char *) salt;
     setting.len = ngx_strlen(salt);
 
-    return ngx_http_monetize_password_post(r, password, &setting, done);
+    return ngx_http_monetize_password_post(r, password, &setting, done, NULL);
 }
 
 
 /*
- * Checks a password against a stored bcrypt hash: "done" gets the hash of
- * the password with the stored one's salt and cost, to compare with
- * ngx_http_monetize_password_matches(). NGX_DECLINED: the stored hash is
- * no bcrypt hash, so no password matches it.
+ * Checks a password against a stored hash: bcrypt again with the hash as
+ * the setting (its cost and salt), then the results compared in constant
+ * time. A hash of the configured cost that no password gives (a login for
+ * an unknown address) costs the same work as a real one.
+ */
+
+/*
+ * A well-formed bcrypt hash of the configured cost that no password gives:
+ * what an unknown address is checked against.
  */
 
 ngx_int_t
-ngx_http_monetize_password_verify(ngx_http_request_t *r, ngx_str_t *password,
-    ngx_str_t *hash, ngx_http_monetize_password_done_pt done)
+ngx_http_monetize_password_dummy(ngx_http_request_t *r, ngx_str_t *hash)
 {
-    if (hash->len != NGX_HTTP_MONETIZE_PASSWORD_HASH_LEN
-        || ngx_strncmp(hash->data, "$2", 2) != 0)
-    {
-        return NGX_DECLINED;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    hash->data = ngx_pnalloc(r->pool, NGX_HTTP_MONETIZE_BCRYPT_LEN);
+    if (hash->data == NULL) {
+        return NGX_ERROR;
     }
 
-    return ngx_http_monetize_password_post(r, password, hash, done);
+    hash->len = ngx_sprintf(hash->data, "$2b$%02i$%s", mcf->bcrypt_cost,
+                            "JustAFixedSaltNoMatch.NotTheHashOfAnyPassword"
+                            "AtAll...")
+                - hash->data;
+
+    return NGX_OK;
 }
 
 
-ngx_uint_t
-ngx_http_monetize_password_matches(ngx_str_t *stored, ngx_str_t *computed)
+ngx_int_t
+ngx_http_monetize_password_verify(ngx_http_request_t *r,
+    ngx_str_t *password, ngx_str_t *hash,
+    ngx_http_monetize_password_verified_pt verified)
 {
-    return computed != NULL && stored->len == computed->len
-           && CRYPTO_memcmp(stored->data, computed->data, stored->len) == 0;
+    return ngx_http_monetize_password_post(r, password, hash, NULL, verified);
 }
 
 
 static ngx_int_t
 ngx_http_monetize_password_post(ngx_http_request_t *r, ngx_str_t *password,
-    ngx_str_t *setting, ngx_http_monetize_password_done_pt done)
+    ngx_str_t *setting, ngx_http_monetize_password_done_pt done,
+    ngx_http_monetize_password_verified_pt verified)
 {
     ngx_thread_task_t                  *task;
     ngx_http_monetize_main_conf_t      *mcf;
@@ -117,6 +134,7 @@ ngx_http_monetize_password_post(ngx_http_request_t *r, ngx_str_t *password,
     pt = task->ctx;
     pt->request = r;
     pt->done = done;
+    pt->verified = verified;
 
     pt->password = ngx_pnalloc(r->pool, password->len + 1);
     pt->setting = ngx_pnalloc(r->pool, setting->len + 1);
@@ -150,11 +168,19 @@ ngx_http_monetize_password_thread(void *data, ngx_log_t *log)
 {
     ngx_http_monetize_password_task_t *pt = data;
 
-    char  *out;
+    char    *out;
+    size_t   len;
 
     out = crypt_rn(pt->password, pt->setting, &pt->data, sizeof(pt->data));
 
     pt->ok = (out != NULL && out[0] != '*');
+
+    if (pt->ok && pt->verified) {
+        len = ngx_strlen(pt->setting);
+        pt->match = (ngx_strlen(out) == len
+                     && CRYPTO_memcmp(out, pt->setting, len) == 0);
+        OPENSSL_cleanse(pt->data.output, sizeof(pt->data.output));
+    }
 
     OPENSSL_cleanse(pt->password, pt->password_len);
 }
@@ -173,6 +199,16 @@ ngx_http_monetize_password_event(ngx_event_t *ev)
     c = r->connection;
 
     r->main->blocked--;
+
+    if (pt->verified) {
+        if (!pt->ok) {
+            ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                          "monetize: bcrypt failed on a stored hash");
+        }
+
+        pt->verified(r, pt->ok ? (ngx_int_t) pt->match : NGX_ERROR);
+        return;
+    }
 
     if (!pt->ok) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,

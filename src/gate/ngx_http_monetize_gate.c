@@ -9,6 +9,8 @@
 #include <ngx_http.h>
 
 #include "ngx_http_monetize_gate.h"
+#include "ngx_http_monetize_jwt.h"
+#include "ngx_http_monetize_jwtstore.h"
 #include "ngx_http_monetize_keys.h"
 #include "ngx_http_monetize_keystore.h"
 #include "ngx_http_monetize_redis.h"
@@ -38,6 +40,8 @@ static void ngx_http_monetize_gate_start(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
 static ngx_int_t ngx_http_monetize_gate_cost(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
+static void ngx_http_monetize_gate_session(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx, ngx_str_t *token);
 static void ngx_http_monetize_gate_found(ngx_http_request_t *r,
     ngx_int_t rc);
 static void ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
@@ -174,6 +178,11 @@ ngx_http_monetize_gate_start(ngx_http_request_t *r,
         return;
     }
 
+    if (ngx_http_monetize_jwt_is_token(&credential)) {
+        ngx_http_monetize_gate_session(r, ctx, &credential);
+        return;
+    }
+
     if (!ngx_http_monetize_key_is_well_formed(&mcf->key_prefix, &credential))
     {
         ngx_http_monetize_gate_decide(r, ctx,
@@ -200,6 +209,52 @@ ngx_http_monetize_gate_start(ngx_http_request_t *r,
 
     rc = ngx_http_monetize_keystore_find(r, ctx->hash, &ctx->info,
                                          ctx->deadline,
+                                         ngx_http_monetize_gate_found);
+
+    if (rc == NGX_OK) {
+        ngx_http_monetize_gate_check_key(r, ctx);
+
+    } else if (rc == NGX_ERROR) {
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_INTERNAL);
+    }
+}
+
+
+/*
+ * A session token (a JWT of POST /auth/login): checked here, then its
+ * account found as a key is, and the call goes on as a key's would.
+ */
+
+static void
+ngx_http_monetize_gate_session(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx, ngx_str_t *token)
+{
+    ngx_int_t  rc;
+    ngx_str_t  user_id;
+
+    rc = ngx_http_monetize_jwt_verify(r, token, &user_id);
+
+    if (rc != NGX_OK) {
+        ngx_http_monetize_gate_decide(r, ctx,
+            rc == NGX_HTTP_MONETIZE_JWT_EXPIRED
+                ? NGX_HTTP_MONETIZE_DENY_TOKEN_EXPIRED
+                : rc == NGX_HTTP_MONETIZE_JWT_INVALID
+                ? NGX_HTTP_MONETIZE_DENY_TOKEN_INVALID
+                : NGX_HTTP_MONETIZE_DENY_INTERNAL);
+        return;
+    }
+
+    rc = ngx_http_monetize_gate_cost(r, ctx);
+
+    if (rc != NGX_OK) {
+        ngx_http_monetize_gate_decide(r, ctx, rc);
+        return;
+    }
+
+    ctx->session = 1;
+    ctx->state = NGX_HTTP_MONETIZE_GATE_FINDING;
+
+    rc = ngx_http_monetize_jwtstore_find(r, &user_id, ctx->hash, &ctx->info,
                                          ngx_http_monetize_gate_found);
 
     if (rc == NGX_OK) {
@@ -276,11 +331,15 @@ ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
 {
     ngx_int_t                       rc;
     ngx_http_monetize_key_info_t   *info;
+    ngx_http_monetize_main_conf_t  *mcf;
 
     info = &ctx->info;
 
     if (!info->found) {
-        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_UNKNOWN);
+        ngx_http_monetize_gate_decide(r, ctx,
+                                      ctx->session
+                                      ? NGX_HTTP_MONETIZE_DENY_TOKEN_INVALID
+                                      : NGX_HTTP_MONETIZE_DENY_UNKNOWN);
         return;
     }
 
@@ -297,6 +356,14 @@ ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     if (info->suspended) {
         ngx_http_monetize_gate_decide(r, ctx,
                                       NGX_HTTP_MONETIZE_DENY_SUSPENDED);
+        return;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    if (info->unverified && mcf->require_verified_email) {
+        ngx_http_monetize_gate_decide(r, ctx,
+                                      NGX_HTTP_MONETIZE_DENY_NOT_VERIFIED);
         return;
     }
 
@@ -354,7 +421,11 @@ ngx_http_monetize_gate_limit(ngx_http_request_t *r,
         return NGX_HTTP_MONETIZE_DENY_INTERNAL;
     }
 
-    if (glcf->rate_limit_key == NGX_HTTP_MONETIZE_LIMIT_BY_ACCOUNT) {
+    /* a session's key is everyone's nil UUID: its account is limited */
+
+    if (glcf->rate_limit_key == NGX_HTTP_MONETIZE_LIMIT_BY_ACCOUNT
+        || ctx->session)
+    {
         p = ngx_cpymem(key->data, "a:", 2);
         ngx_memcpy(p, ctx->info.user_id, NGX_HTTP_MONETIZE_UUID_LEN);
 

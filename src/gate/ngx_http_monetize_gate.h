@@ -49,7 +49,10 @@ typedef enum {
     NGX_HTTP_MONETIZE_DENY_RATE_LIMITED,
     NGX_HTTP_MONETIZE_DENY_QUOTA,
     NGX_HTTP_MONETIZE_DENY_BAD_PLAN,
-    NGX_HTTP_MONETIZE_DENY_LIMITER_DOWN
+    NGX_HTTP_MONETIZE_DENY_LIMITER_DOWN,
+    NGX_HTTP_MONETIZE_DENY_TOKEN_INVALID,
+    NGX_HTTP_MONETIZE_DENY_TOKEN_EXPIRED,
+    NGX_HTTP_MONETIZE_DENY_NOT_VERIFIED
 } ngx_http_monetize_deny_e;
 
 
@@ -106,6 +109,7 @@ typedef struct {
     unsigned                         refunded:1;
     unsigned                         limited:1;     /* limit is known */
     unsigned                         quota_known:1;
+    unsigned                         session:1;     /* a session token */
 } ngx_http_monetize_gate_ctx_t;
 
 

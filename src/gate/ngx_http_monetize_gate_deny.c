@@ -53,7 +53,10 @@ static ngx_http_monetize_denial_t  ngx_http_monetize_denials[] = {
       "the plan of this account is misconfigured; the operator will find "
       "the cause in its log" },
     { -1, NGX_HTTP_SERVICE_UNAVAILABLE, "backend_unavailable",
-      "the rate limiter is unavailable; try again" }
+      "the rate limiter is unavailable; try again" },
+    { NGX_HTTP_MONETIZE_KEY_TOKEN_INVALID, 0, NULL, NULL },
+    { NGX_HTTP_MONETIZE_KEY_TOKEN_EXPIRED, 0, NULL, NULL },
+    { NGX_HTTP_MONETIZE_KEY_NOT_VERIFIED, 0, NULL, NULL }
 };
 
 

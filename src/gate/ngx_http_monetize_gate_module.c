@@ -357,6 +357,11 @@ ngx_http_monetize_gate_variable(ngx_http_request_t *r,
         break;
 
     case 1:
+        if (ctx->session) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
         v->data = ctx->info.key_id;
         v->len = NGX_HTTP_MONETIZE_UUID_LEN;
         break;
@@ -382,6 +387,12 @@ ngx_http_monetize_gate_variable(ngx_http_request_t *r,
         break;
 
     default: /* 4 */
+        if (ctx->session) {
+            v->data = (u_char *) "jwt";
+            v->len = sizeof("jwt") - 1;
+            break;
+        }
+
         v->data = (u_char *) "api_key";
         v->len = sizeof("api_key") - 1;
     }

@@ -188,6 +188,9 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
 
         (void) ngx_http_monetize_pg_get_str(q, 0, 4, &value);
         info->suspended = (value.data[0] == 't');
+
+        (void) ngx_http_monetize_pg_get_str(q, 0, 9, &value);
+        info->unverified = (value.len && value.data[0] == 'f');
     }
 
     if (mcf->cache) {
