@@ -22,6 +22,7 @@
 #include "ngx_http_monetize_ledger.h"
 #include "ngx_http_monetize_meter.h"
 #include "ngx_http_monetize_redis.h"
+#include "ngx_http_monetize_mail.h"
 
 
 typedef struct {
@@ -47,6 +48,8 @@ typedef struct {
                                                      location refuses calls
                                                      without Redis */
     ngx_uint_t                    plans_version;  /* per worker, see plans */
+    ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
+    ngx_str_t                     public_url;     /* the links' base */
 } ngx_http_monetize_main_conf_t;
 
 
