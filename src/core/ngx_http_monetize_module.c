@@ -146,7 +146,7 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       NULL },
 
     { ngx_string("monetize_smtp"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_monetize_smtp,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,

@@ -25,7 +25,7 @@
 typedef struct {
     CURLM                            *multi;
     ngx_event_t                       timer;
-    ngx_uint_t                        running;
+    ngx_queue_t                       running;
     ngx_log_t                        *log;
 } ngx_http_monetize_curl_multi_t;
 
@@ -178,15 +178,23 @@ ngx_http_monetize_curl_start(ngx_http_monetize_curl_t *t, ngx_msec_t timeout)
     }
 
     t->running = 1;
-    m->running++;
+    ngx_queue_insert_tail(&m->running, &t->queue);
 
     return NGX_OK;
 }
 
 
+/*
+ * The worker exits: transfers still running are dropped (their owners'
+ * cleanups find them stopped), and every socket libcurl had is given back
+ * and closed, so nginx finds no socket left open.
+ */
+
 void
 ngx_http_monetize_curl_exit(void)
 {
+    ngx_queue_t                     *q;
+    ngx_http_monetize_curl_t        *t;
     ngx_http_monetize_curl_multi_t  *m;
 
     m = ngx_http_monetize_curl_m;
@@ -199,15 +207,18 @@ ngx_http_monetize_curl_exit(void)
         ngx_del_timer(&m->timer);
     }
 
-    /*
-     * A transfer still running belongs to an owner whose cleanup would
-     * use the multi handle: it stays, and goes with the process.
-     */
+    while (!ngx_queue_empty(&m->running)) {
+        q = ngx_queue_head(&m->running);
+        t = ngx_queue_data(q, ngx_http_monetize_curl_t, queue);
 
-    if (m->running == 0) {
-        curl_multi_cleanup(m->multi);
-        ngx_http_monetize_curl_m = NULL;
+        ngx_queue_remove(q);
+        t->running = 0;
+
+        (void) curl_multi_remove_handle(m->multi, t->easy);
     }
+
+    curl_multi_cleanup(m->multi);
+    ngx_http_monetize_curl_m = NULL;
 }
 
 
@@ -226,6 +237,7 @@ ngx_http_monetize_curl_multi(ngx_log_t *log)
     }
 
     m->log = ngx_cycle->log;
+    ngx_queue_init(&m->running);
 
     m->multi = curl_multi_init();
     if (m->multi == NULL) {
@@ -427,7 +439,7 @@ ngx_http_monetize_curl_done(ngx_http_monetize_curl_multi_t *m)
         }
 
         t->running = 0;
-        m->running--;
+        ngx_queue_remove(&t->queue);
 
         t->handler(t, rc);
     }
@@ -441,10 +453,10 @@ ngx_http_monetize_curl_cleanup(void *data)
 
     ngx_uint_t  i;
 
-    if (t->running && ngx_http_monetize_curl_m) {
+    if (t->running) {
+        ngx_queue_remove(&t->queue);
         (void) curl_multi_remove_handle(ngx_http_monetize_curl_m->multi,
                                         t->easy);
-        ngx_http_monetize_curl_m->running--;
     }
 
     curl_easy_cleanup(t->easy);

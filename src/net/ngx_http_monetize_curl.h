@@ -39,6 +39,7 @@ struct ngx_http_monetize_curl_s {
     /* private */
     struct curl_slist                *lists[4];
     ngx_uint_t                        nlists;
+    ngx_queue_t                       queue;      /* of the running */
     unsigned                          running:1;
 };
 
