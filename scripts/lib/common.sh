@@ -22,7 +22,7 @@ MONETIZE_DEBS=(
     nginx nginx-dev postgresql postgresql-contrib redis-server
     libpq-dev libjansson-dev libhiredis-dev libcurl4-openssl-dev libjwt-dev
     libssl-dev libcrypt-dev libpcre2-dev zlib1g-dev
-    gcc make perl wrk curl
+    gcc make perl wrk curl python3-aiosmtpd
 )
 
 
