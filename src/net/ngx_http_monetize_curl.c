@@ -147,6 +147,14 @@ ngx_http_monetize_curl_start(ngx_http_monetize_curl_t *t, ngx_msec_t timeout)
     CURLMcode                        mc;
     ngx_http_monetize_curl_multi_t  *m;
 
+    /* libcurl reads 0 as "no timeout": no transfer goes without one */
+
+    if (timeout == 0) {
+        ngx_log_error(NGX_LOG_ALERT, t->log, 0,
+                      "monetize: a transfer without a timeout");
+        return NGX_ERROR;
+    }
+
     m = ngx_http_monetize_curl_multi(t->log);
     if (m == NULL) {
         return NGX_ERROR;
