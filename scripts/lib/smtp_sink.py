@@ -6,6 +6,7 @@
 # the message as it came. Files appear whole (written, then renamed).
 #
 #   smtp_sink.py --port 2525 --dir var/mail [--pidfile FILE]
+#                [--auth USER:PASSWORD]    (then AUTH is required)
 
 import argparse
 import asyncio
@@ -13,7 +14,7 @@ import os
 import signal
 import time
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Sink:
@@ -44,6 +45,7 @@ def main():
     ap.add_argument('--port', type=int, required=True)
     ap.add_argument('--dir', required=True)
     ap.add_argument('--pidfile')
+    ap.add_argument('--auth')
     a = ap.parse_args()
 
     os.makedirs(a.dir, exist_ok=True)
@@ -51,8 +53,22 @@ def main():
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    kw = {}
+    if a.auth:
+        user, password = a.auth.encode().split(b':', 1)
+
+        def authenticator(server, session, envelope, mechanism, data):
+            ok = (isinstance(data, LoginPassword)
+                  and data.login == user and data.password == password)
+            return AuthResult(success=ok, handled=False)
+
+        # loopback only: no TLS needed to test the login
+        kw = dict(auth_required=True, auth_require_tls=False,
+                  authenticator=authenticator)
+
     server = loop.run_until_complete(loop.create_server(
-        lambda: SMTP(sink, hostname='sink.localhost'), '127.0.0.1', a.port))
+        lambda: SMTP(sink, hostname='sink.localhost', **kw),
+        '127.0.0.1', a.port))
 
     if a.pidfile:
         with open(a.pidfile, 'w') as f:

@@ -124,7 +124,9 @@ file started are stopped then, even when the test dies.
                                     # for tests that stop or hang it:
                                     # ->port, ->dir, ->pid, ->stop,
                                     # ->restart, ->cli(@args)
-  my $smtp = Test::Monetize::Smtp->start;  # a mail sink on a free port
+  my $smtp = Test::Monetize::Smtp->start(auth => 'user:pass');
+                                    # a mail sink on a free port (AUTH
+                                    # required with auth)
                                     # (scripts/lib/smtp_sink.py, aiosmtpd)
                                     # writing each mail to a file: ->port,
                                     # ->dir, ->mails (raw texts, in order),
@@ -2149,7 +2151,8 @@ my @Sinks;
 sub start {
     my ($class, %o) = @_;
     my $self = bless { dir => $o{dir} // Test::Monetize::new_dir('smtp'),
-                       port => $o{port} // Test::Monetize::free_port() },
+                       port => $o{port} // Test::Monetize::free_port(),
+                       auth => $o{auth} },
                      $class;
     push @Sinks, $self;
     $self->restart;
@@ -2163,7 +2166,8 @@ sub restart {
         open STDOUT, '>>', "$self->{dir}/sink.log";
         open STDERR, '>&', \*STDOUT;
         { exec '/usr/bin/python3', 'scripts/lib/smtp_sink.py',
-               '--port', $self->{port}, '--dir', "$self->{dir}/mail" };
+               '--port', $self->{port}, '--dir', "$self->{dir}/mail",
+               $self->{auth} ? ('--auth', $self->{auth}) : () };
         POSIX::_exit(127);
     }
     $self->{pid} = $pid;
