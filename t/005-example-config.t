@@ -51,6 +51,7 @@ my $backend = Test::Monetize::Backend->start(sub {
 });
 
 my ($port, $demo) = (Test::Monetize::free_port(), Test::Monetize::free_port());
+my $smtp = Test::Monetize::Smtp->start;
 my $conf = do { local (@ARGV, $/) = $example; <> };
 my %subst = (
     'port=5433' => "port=$ENV{MONETIZE_PG_PORT}",
@@ -59,6 +60,7 @@ my %subst = (
     'listen 127.0.0.1:8080' => "listen 127.0.0.1:$port",
     'server 127.0.0.1:8081' => 'server 127.0.0.1:' . $backend->port,
     'listen 127.0.0.1:8081' => "listen 127.0.0.1:$demo",
+    'smtp://127.0.0.1:2525' => 'smtp://127.0.0.1:' . $smtp->port,
 );
 for my $from (sort keys %subst) {
     my $n = $conf =~ s/\Q$from\E/$subst{$from}/g;
@@ -139,6 +141,15 @@ my @seen = map { [$_->{path}, $_->{headers}{authorization},
 is_deeply \@seen, [['/api/authorization', undef, undef, $user],
                    ['/api/x-api-key', undef, undef, $user]],
     'the upstream saw neither key, and X-User-Id';
+
+# A registration's verification mail reaches the example's mail server
+$res = $ngx->request('POST', '/v1/register',
+                     json => {email => 'demo@example.com',
+                              password => 'correct horse'});
+is $res->{status}, 201, 'a registration on the example: 201';
+my ($mail) = $smtp->wait_mails(1, 15);
+like $mail // '', qr{^http://127\.0\.0\.1:8080/v1/auth/verify-email\?token=}m,
+    '... and its mail, with the link on the example\'s public URL';
 $ngx->stop;
 
 done_testing;

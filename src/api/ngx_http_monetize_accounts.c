@@ -11,6 +11,7 @@
 #include "ngx_http_monetize_api.h"
 #include "ngx_http_monetize_keys.h"
 #include "ngx_http_monetize_password.h"
+#include "ngx_http_monetize_outbox.h"
 
 
 /*
@@ -28,6 +29,8 @@ typedef struct {
     ngx_str_t                     email;
     ngx_str_t                     name;
     ngx_http_monetize_new_key_t   key;
+    ngx_str_t                     mail[4];   /* token hash, subject, text,
+                                                html: see verify.c */
 } ngx_http_monetize_register_t;
 
 
@@ -46,6 +49,11 @@ static ngx_int_t ngx_http_monetize_register_result(ngx_http_request_t *r,
 static const char  ngx_http_monetize_register_sql[] =
     "SELECT user_id, api_key_id, balance"
     "  FROM monetize_register($1, $2, $3, $4, $5, $6)";
+
+/* with monetize_smtp: the verification mail, committed with the account */
+static const char  ngx_http_monetize_register_mail_sql[] =
+    "SELECT user_id, api_key_id, balance"
+    "  FROM monetize_register($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 
 ngx_int_t
@@ -123,6 +131,14 @@ ngx_http_monetize_register_handler(ngx_http_request_t *r,
         }
     }
 
+    if (mcf->smtp
+        && ngx_http_monetize_verify_mail(r, &reg->mail[0], &reg->mail[1],
+                                         &reg->mail[2], &reg->mail[3])
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     if (ngx_http_monetize_key_generate(r->pool, &mcf->key_secret,
                                        &mcf->key_prefix, &reg->key)
         != NGX_OK
@@ -142,7 +158,7 @@ ngx_http_monetize_register_hashed(ngx_http_request_t *r, ngx_str_t *hash)
 {
     u_char                         *p;
     ngx_int_t                       rc;
-    ngx_str_t                       params[6];
+    ngx_str_t                       params[10];
     ngx_http_monetize_api_ctx_t    *ctx;
     ngx_http_monetize_main_conf_t  *mcf;
     ngx_http_monetize_register_t   *reg;
@@ -170,9 +186,19 @@ ngx_http_monetize_register_hashed(ngx_http_request_t *r, ngx_str_t *hash)
     params[5].data = p;
     params[5].len = ngx_sprintf(p, "%i", mcf->signup_credits) - p;
 
-    rc = ngx_http_monetize_api_query(r, ngx_http_monetize_register_sql,
-                                     params, 6,
-                                     ngx_http_monetize_register_result);
+    if (mcf->smtp) {
+        ngx_memcpy(&params[6], reg->mail, sizeof(reg->mail));
+
+        rc = ngx_http_monetize_api_query(r,
+                                         ngx_http_monetize_register_mail_sql,
+                                         params, 10,
+                                         ngx_http_monetize_register_result);
+
+    } else {
+        rc = ngx_http_monetize_api_query(r, ngx_http_monetize_register_sql,
+                                         params, 6,
+                                         ngx_http_monetize_register_result);
+    }
 
     if (rc != NGX_DONE) {
         ngx_http_monetize_api_finish(r, rc);
@@ -208,6 +234,8 @@ ngx_http_monetize_register_result(ngx_http_request_t *r,
     {
         return ngx_http_monetize_api_backend_failed(r, q);
     }
+
+    ngx_http_monetize_outbox_wake();
 
     return ngx_http_monetize_send_json(r, NGX_HTTP_CREATED,
                json_pack("{s:{s:s%,s:s%,s:b},s:s%,s:s%,s:I}",

@@ -138,6 +138,15 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("auth/logout-all"), NGX_HTTP_POST, 0, 1, 0,
       ngx_http_monetize_logout_all_handler },
 
+    { ngx_string("auth/verify-email"), NGX_HTTP_POST, 1, 0, 0,
+      ngx_http_monetize_verify_email_handler },
+
+    { ngx_string("auth/verify-email"), NGX_HTTP_GET, 0, 0, 0,
+      ngx_http_monetize_verify_email_get_handler },
+
+    { ngx_string("auth/resend-verification"), NGX_HTTP_POST, 1, 0, 1,
+      ngx_http_monetize_resend_verification_handler },
+
     { ngx_null_string, 0, 0, 0, 0, NULL }
 };
 

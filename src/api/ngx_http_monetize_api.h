@@ -118,6 +118,15 @@ ngx_int_t ngx_http_monetize_logout_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_logout_all_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_verify_email_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_verify_email_get_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_resend_verification_handler(
+    ngx_http_request_t *r, ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_verify_mail(ngx_http_request_t *r,
+    ngx_str_t *token_hash, ngx_str_t *subject, ngx_str_t *text,
+    ngx_str_t *html);
 
 
 #endif /* _NGX_HTTP_MONETIZE_API_H_INCLUDED_ */

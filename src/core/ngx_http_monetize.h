@@ -22,6 +22,7 @@
 #include "ngx_http_monetize_ledger.h"
 #include "ngx_http_monetize_meter.h"
 #include "ngx_http_monetize_redis.h"
+#include "ngx_http_monetize_mail.h"
 
 
 typedef struct {
@@ -51,6 +52,8 @@ typedef struct {
     time_t                        jwt_access_ttl;
     time_t                        jwt_refresh_ttl;
     ngx_flag_t                    require_verified_email;
+    ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
+    ngx_str_t                     public_url;     /* the links' base */
 } ngx_http_monetize_main_conf_t;
 
 

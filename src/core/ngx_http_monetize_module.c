@@ -12,6 +12,7 @@
 #include "ngx_http_monetize_api.h"
 #include "ngx_http_monetize_jwt.h"
 #include "ngx_http_monetize_keystore.h"
+#include "ngx_http_monetize_outbox.h"
 
 
 /*
@@ -47,6 +48,10 @@ static char *ngx_http_monetize_api(ngx_conf_t *cf, ngx_command_t *cmd,
 static void *ngx_http_monetize_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_monetize_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_monetize_smtp(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_monetize_public_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 static ngx_conf_num_bounds_t  ngx_http_monetize_signup_credits_bounds = {
@@ -163,6 +168,20 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       ngx_http_set_complex_value_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_monetize_main_conf_t, top_up_url),
+      NULL },
+
+    { ngx_string("monetize_smtp"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_monetize_smtp,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_public_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_public_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("monetize_api"),
@@ -303,6 +322,13 @@ ngx_http_monetize_init_process(ngx_cycle_t *cycle)
         ngx_http_monetize_redis_init_process(mcf->redis);
     }
 
+    if (mcf && mcf->smtp
+        && ngx_http_monetize_outbox_init_process(cycle, mcf->pg, mcf->smtp)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -327,6 +353,9 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
     if (mcf && mcf->redis) {
         ngx_http_monetize_redis_exit_process(mcf->redis);
     }
+
+    ngx_http_monetize_outbox_exit();
+    ngx_http_monetize_curl_exit();
 }
 
 
@@ -453,6 +482,13 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
         if (mcf->ledger == NULL || mcf->meter == NULL) {
             return NGX_CONF_ERROR;
         }
+    }
+
+    if (mcf->smtp && (mcf->pg == NULL || mcf->public_url.data == NULL)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_smtp needs \"monetize_postgres\" and "
+                           "\"monetize_public_url\" at http level");
+        return NGX_CONF_ERROR;
     }
 
     if (mcf->cache && mcf->pg == NULL) {
@@ -769,6 +805,68 @@ ngx_http_monetize_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_monetize_module);
     mcf->api_used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_monetize_smtp(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_monetize_main_conf_t *mcf = conf;
+
+    if (mcf->smtp) {
+        return "is duplicate";
+    }
+
+    return ngx_http_monetize_smtp_conf(cf, cf->args->elts, cf->args->nelts,
+                                       &mcf->smtp);
+}
+
+
+/* monetize_public_url URL: the base of the links that mails carry */
+
+static char *
+ngx_http_monetize_public_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_monetize_main_conf_t *mcf = conf;
+
+    u_char     *p, *last;
+    ngx_str_t  *value, url;
+
+    if (mcf->public_url.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    url = value[1];
+
+    while (url.len && url.data[url.len - 1] == '/') {
+        url.len--;
+    }
+
+    last = url.data + url.len;
+
+    /* it goes into mails' HTML as it is: nothing that needs escaping */
+
+    for (p = url.data; p < last; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || ngx_strchr("\"'<>&\\`", *p)) {
+            break;
+        }
+    }
+
+    if (p != last
+        || !((url.len > 7 && ngx_strncmp(url.data, "http://", 7) == 0)
+             || (url.len > 8 && ngx_strncmp(url.data, "https://", 8) == 0)))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_public_url: invalid URL \"%V\", give "
+                           "http(s)://host[:port][/path] without quotes, "
+                           "\"<\", \">\" or \"&\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->public_url = url;
 
     return NGX_CONF_OK;
 }

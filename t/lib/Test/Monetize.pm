@@ -124,6 +124,14 @@ file started are stopped then, even when the test dies.
                                     # for tests that stop or hang it:
                                     # ->port, ->dir, ->pid, ->stop,
                                     # ->restart, ->cli(@args)
+  my $smtp = Test::Monetize::Smtp->start(auth => 'user:pass');
+                                    # a mail sink on a free port (AUTH
+                                    # required with auth)
+                                    # (scripts/lib/smtp_sink.py, aiosmtpd)
+                                    # writing each mail to a file: ->port,
+                                    # ->dir, ->mails (raw texts, in order),
+                                    # ->wait_mails($n, $seconds), ->stop,
+                                    # ->restart (same port)
   Test::Monetize::redis_cli(@args)  output (lines in list context); Redis
                                     too is shared: use keys of your own
   Test::Monetize::nginx_t(%conf)    (exit code, output) of nginx -t
@@ -2126,5 +2134,74 @@ sub port { $_[0]{port} }
 sub dir { $_[0]{dir} }
 
 END { $_->stop for @Servers }
+
+
+
+package Test::Monetize::Smtp;
+
+# A mail sink on loopback: scripts/lib/smtp_sink.py (aiosmtpd), one file
+# per mail in its directory. Stopped at END.
+
+use strict;
+use warnings;
+use IO::Socket::INET;
+
+my @Sinks;
+
+sub start {
+    my ($class, %o) = @_;
+    my $self = bless { dir => $o{dir} // Test::Monetize::new_dir('smtp'),
+                       port => $o{port} // Test::Monetize::free_port(),
+                       auth => $o{auth} },
+                     $class;
+    push @Sinks, $self;
+    $self->restart;
+    return $self;
+}
+
+sub restart {
+    my ($self) = @_;
+    my $pid = fork // die "fork: $!\n";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$self->{dir}/sink.log";
+        open STDERR, '>&', \*STDOUT;
+        { exec '/usr/bin/python3', 'scripts/lib/smtp_sink.py',
+               '--port', $self->{port}, '--dir', "$self->{dir}/mail",
+               $self->{auth} ? ('--auth', $self->{auth}) : () };
+        POSIX::_exit(127);
+    }
+    $self->{pid} = $pid;
+    Test::Monetize::wait_until(10, sub {
+        IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                              PeerPort => $self->{port}) })
+        or die "the mail sink on $self->{port} does not answer\n";
+    return $self;
+}
+
+sub stop {
+    my ($self) = @_;
+    my $pid = delete $self->{pid} or return;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+}
+
+sub mails {
+    my ($self) = @_;
+    opendir my $dh, "$self->{dir}/mail" or return ();
+    my @files = sort grep { /\A\d+-\d+\.eml\z/ } readdir $dh;
+    return map { Test::Monetize::_slurp("$self->{dir}/mail/$_") } @files;
+}
+
+sub wait_mails {
+    my ($self, $n, $seconds) = @_;
+    Test::Monetize::wait_until($seconds // 10,
+                               sub { scalar($self->mails) >= $n });
+    return $self->mails;
+}
+
+sub port { $_[0]{port} }
+sub dir { $_[0]{dir} }
+
+END { $_->stop for @Sinks }
 
 1;
