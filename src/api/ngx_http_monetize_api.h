@@ -96,6 +96,8 @@ ngx_int_t ngx_http_monetize_keys_rotate_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_usage_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_health_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_me_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_me_update_handler(ngx_http_request_t *r,
