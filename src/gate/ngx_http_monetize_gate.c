@@ -10,7 +10,6 @@
 
 #include "ngx_http_monetize_gate.h"
 #include "ngx_http_monetize_jwt.h"
-#include "ngx_http_monetize_jwtstore.h"
 #include "ngx_http_monetize_keys.h"
 #include "ngx_http_monetize_keystore.h"
 #include "ngx_http_monetize_redis.h"
@@ -254,8 +253,9 @@ ngx_http_monetize_gate_session(ngx_http_request_t *r,
     ctx->session = 1;
     ctx->state = NGX_HTTP_MONETIZE_GATE_FINDING;
 
-    rc = ngx_http_monetize_jwtstore_find(r, &user_id, ctx->hash, &ctx->info,
-                                         ngx_http_monetize_gate_found);
+    rc = ngx_http_monetize_keystore_find_session(r, &user_id, ctx->hash,
+                                                 &ctx->info, ctx->deadline,
+                                                 ngx_http_monetize_gate_found);
 
     if (rc == NGX_OK) {
         ngx_http_monetize_gate_check_key(r, ctx);

@@ -14,9 +14,13 @@
 
 
 /*
- * What the gate knows of an API key: from the shared cache, else from
- * PostgreSQL in one round trip (then cached, unless something changed
- * while it was asked). Each worker LISTENs for changes to keys and accounts
+ * What the gate knows of an API key, or of a session token's account: from
+ * the shared cache, else from PostgreSQL in one round trip (then cached,
+ * unless something changed while it was asked). An account's entry is kept
+ * under the keyed hash of "session:<user id>", with the nil UUID as its key
+ * (the "session" key that such calls are recorded under, never revoked nor
+ * expired: the token's own exp is), and is made stale by the same
+ * notifications as the account's keys. Each worker LISTENs for changes to keys and accounts
  * and marks what the cache holds of them stale, so a revocation takes
  * effect at once on every worker of every node; when the subscription
  * (re)starts, the whole cache is stale, since changes may have been missed
@@ -34,6 +38,10 @@ typedef struct {
 } ngx_http_monetize_keystore_ctx_t;
 
 
+static ngx_int_t ngx_http_monetize_keystore_lookup(ngx_http_request_t *r,
+    u_char *hash, ngx_http_monetize_key_info_t *info, ngx_msec_t deadline,
+    ngx_http_monetize_keystore_pt handler, const char *sql,
+    ngx_str_t *param);
 static void ngx_http_monetize_keystore_result(
     ngx_http_monetize_pg_query_t *q);
 static ngx_int_t ngx_http_monetize_keystore_copy(u_char *dst, size_t size,
@@ -42,9 +50,13 @@ static void ngx_http_monetize_keystore_notify(void *data, const char *channel,
     const char *payload);
 
 
-/* in sql/006_keys.sql: one row, or none for a hash of no key */
+/* in sql/009_sessions.sql: one row, or none for a hash of no key */
 static const char  ngx_http_monetize_keystore_sql[] =
     "SELECT * FROM monetize_gate_key($1)";
+
+/* the same columns, for an account */
+static const char  ngx_http_monetize_keystore_session_sql[] =
+    "SELECT * FROM monetize_gate_session($1)";
 
 
 /*
@@ -58,7 +70,62 @@ ngx_http_monetize_keystore_find(ngx_http_request_t *r, u_char *hash,
     ngx_http_monetize_key_info_t *info, ngx_msec_t deadline,
     ngx_http_monetize_keystore_pt handler)
 {
-    u_char                            *hex;
+    ngx_str_t  hex;
+
+    hex.len = 2 * NGX_HTTP_MONETIZE_HASH_SIZE;
+    hex.data = ngx_pnalloc(r->pool, hex.len);
+    if (hex.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(hex.data, hash, NGX_HTTP_MONETIZE_HASH_SIZE);
+
+    return ngx_http_monetize_keystore_lookup(r, hash, info, deadline, handler,
+                                             ngx_http_monetize_keystore_sql,
+                                             &hex);
+}
+
+
+/* As for a key; "hash" (the caller's) is set to the account's entry's. */
+
+ngx_int_t
+ngx_http_monetize_keystore_find_session(ngx_http_request_t *r,
+    ngx_str_t *user_id, u_char *hash, ngx_http_monetize_key_info_t *info,
+    ngx_msec_t deadline, ngx_http_monetize_keystore_pt handler)
+{
+    u_char                         *p;
+    ngx_str_t                       name;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    name.len = sizeof("session:") - 1 + user_id->len;
+    name.data = ngx_pnalloc(r->pool, name.len);
+    if (name.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(name.data, "session:", sizeof("session:") - 1);
+    ngx_memcpy(p, user_id->data, user_id->len);
+
+    if (ngx_http_monetize_key_hash_raw(&mcf->key_secret, &name, hash)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_monetize_keystore_lookup(r, hash, info, deadline, handler,
+                                     ngx_http_monetize_keystore_session_sql,
+                                     user_id);
+}
+
+
+static ngx_int_t
+ngx_http_monetize_keystore_lookup(ngx_http_request_t *r, u_char *hash,
+    ngx_http_monetize_key_info_t *info, ngx_msec_t deadline,
+    ngx_http_monetize_keystore_pt handler, const char *sql, ngx_str_t *param)
+{
+    u_char                            *value;
     uint64_t                           generation;
     ngx_http_monetize_pg_query_t      *q;
     ngx_http_monetize_main_conf_t     *mcf;
@@ -76,10 +143,10 @@ ngx_http_monetize_keystore_find(ngx_http_request_t *r, u_char *hash,
     }
 
     kc = ngx_pcalloc(r->pool, sizeof(ngx_http_monetize_keystore_ctx_t));
-    hex = ngx_pnalloc(r->pool, 2 * NGX_HTTP_MONETIZE_HASH_SIZE + 1);
+    value = ngx_pnalloc(r->pool, param->len + 1);
     q = ngx_http_monetize_pg_query_create(r->pool, 1);
 
-    if (kc == NULL || hex == NULL || q == NULL) {
+    if (kc == NULL || value == NULL || q == NULL) {
         return NGX_ERROR;
     }
 
@@ -90,10 +157,10 @@ ngx_http_monetize_keystore_find(ngx_http_request_t *r, u_char *hash,
     kc->handler = handler;
     ngx_memcpy(kc->hash, hash, NGX_HTTP_MONETIZE_HASH_SIZE);
 
-    *ngx_hex_dump(hex, hash, NGX_HTTP_MONETIZE_HASH_SIZE) = '\0';
+    ngx_cpystrn(value, param->data, param->len + 1);
 
-    q->sql = ngx_http_monetize_keystore_sql;
-    q->params[0] = (const char *) hex;
+    q->sql = sql;
+    q->params[0] = (const char *) value;
     q->handler = ngx_http_monetize_keystore_result;
     q->data = kc;
 
@@ -160,9 +227,10 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
             || ngx_http_monetize_pg_get_int(q, 0, 8, &burst) != NGX_OK)
         {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "monetize: an API key or its plan does not fit "
-                          "the gate (ids must be UUIDs; the plan must "
-                          "exist, with an id of at most %d bytes)",
+                          "monetize: an API key, or a session's account, "
+                          "or its plan, does not fit the gate (ids must be "
+                          "UUIDs; the plan must exist, with an id of at "
+                          "most %d bytes)",
                           NGX_HTTP_MONETIZE_PLAN_LEN);
             kc->handler(r, NGX_ERROR);
             return;
