@@ -23,7 +23,7 @@ MONETIZE_DEBS=(
     libpq-dev libjansson-dev libhiredis-dev libcurl4-openssl-dev libjwt-dev
     python3-jwt
     libssl-dev libcrypt-dev libpcre2-dev zlib1g-dev
-    gcc make perl wrk curl python3-aiosmtpd
+    gcc make perl wrk curl python3-aiosmtpd iproute2
 )
 
 
