@@ -7,7 +7,7 @@ use warnings;
 use lib 't/lib';
 use Test::Monetize;
 
-plan tests => 39;
+plan tests => 45;
 
 my $ngx = Test::Monetize::Nginx->start(
     config => 'location /v1/ { monetize_api; }'
@@ -89,6 +89,31 @@ is_deeply [$res->{status}, $res->{json}{error}{code},
 is_deeply [Test::Monetize::psql(
         'SELECT count(*), sum(delta) FROM credit_ledger WHERE user_id = $1',
         $bob)], [[3, 0]], 'nothing written';
+
+# The same grant sent again with its idempotency key: granted once. The
+# key once used for another amount or account: 409, nothing written.
+my $grant = {user_id => $bob, amount => 25, reason => 'retried',
+             idempotency_key => 'ticket-77'};
+$res = call(POST => '/v1/admin/credits', $R, $grant);
+is_deeply [$res->{status}, $res->{json}{amount}, $res->{json}{balance_after}],
+    [201, 25, 25], 'a grant with an idempotency key: 201';
+my $first = $res->{json}{id};
+$res = call(POST => '/v1/admin/credits', $R, $grant);
+is_deeply [$res->{status}, $res->{json}{id},
+           $res->{headers}{'idempotent-replayed'}],
+    [200, $first, 'true'], '... sent again: 200, the first entry, replayed';
+$res = call(POST => '/v1/admin/credits', $R, {%$grant, amount => 26});
+is_deeply [$res->{status}, $res->{json}{error}{code}],
+    [409, 'idempotency_conflict'], '... for another amount: 409';
+is_deeply [Test::Monetize::psql(
+        "SELECT count(*), sum(delta) FROM credit_ledger"
+        . " WHERE user_id = \$1 AND reference = 'admin:key:ticket-77'",
+        $bob)], [[1, 25]], '... one entry in the ledger';
+is call(GET => '/v1/verify_credits', $B)->{json}{balance}, 25,
+    '... and the balance has it once';
+$res = call(POST => '/v1/admin/credits', $R,
+            {user_id => $bob, amount => -25, reason => 'undo the test'});
+is $res->{status}, 201, '(taken back)';
 
 # What the body must be.
 for my $bad ([{amount => 5, reason => 'r'}, user_id => 'is required'],

@@ -24,6 +24,7 @@
 #define NGX_HTTP_MONETIZE_ADMIN_REASON_MAX  500
 #define NGX_HTTP_MONETIZE_ADMIN_PLAN_MAX    100
 #define NGX_HTTP_MONETIZE_ADMIN_EMAIL_MAX   254
+#define NGX_HTTP_MONETIZE_ADMIN_KEY_MAX     255
 #define NGX_HTTP_MONETIZE_PAGE_MAX          100
 
 
@@ -46,7 +47,8 @@ static ngx_int_t ngx_http_monetize_admin_limit(ngx_http_request_t *r,
 
 
 static const char  ngx_http_monetize_admin_credits_sql[] =
-    "SELECT outcome, entry FROM monetize_admin_credit($1, $2, $3, $4, $5)";
+    "SELECT outcome, entry"
+    "  FROM monetize_admin_credit($1, $2, $3, $4, $5, $6)";
 
 static const char  ngx_http_monetize_admin_user_sql[] =
     "SELECT outcome, account"
@@ -59,7 +61,7 @@ static const char  ngx_http_monetize_admin_audit_sql[] =
     "SELECT monetize_admin_audit_json($1, $2, $3)";
 
 
-/* POST /admin/credits {"user_id","amount","reason"} */
+/* POST /admin/credits {"user_id","amount","reason","idempotency_key"?} */
 
 ngx_int_t
 ngx_http_monetize_admin_credits_handler(ngx_http_request_t *r,
@@ -68,8 +70,8 @@ ngx_http_monetize_admin_credits_handler(ngx_http_request_t *r,
     u_char     *p;
     json_t     *fields;
     int64_t     amount;
-    ngx_int_t   rc[3];
-    ngx_str_t   params[5];
+    ngx_int_t   rc[4];
+    ngx_str_t   params[6];
 
     if (!ctx->caller.is_admin) {
         return ngx_http_monetize_admin_forbidden(r);
@@ -82,6 +84,7 @@ ngx_http_monetize_admin_credits_handler(ngx_http_request_t *r,
 
     ngx_str_null(&params[1]);
     ngx_str_null(&params[3]);
+    ngx_str_null(&params[5]);
     amount = 0;
 
     rc[0] = ngx_http_monetize_field_ascii(ctx->body, fields, "user_id", 36,
@@ -111,13 +114,21 @@ ngx_http_monetize_admin_credits_handler(ngx_http_request_t *r,
                                                 "is required");
     }
 
-    if (rc[0] == NGX_ERROR || rc[1] == NGX_ERROR || rc[2] == NGX_ERROR) {
+    /* a retried grant grants once (sql/011) */
+    rc[3] = ngx_http_monetize_field_ascii(ctx->body, fields,
+                                          "idempotency_key",
+                                          NGX_HTTP_MONETIZE_ADMIN_KEY_MAX,
+                                          &params[5]);
+
+    if (rc[0] == NGX_ERROR || rc[1] == NGX_ERROR || rc[2] == NGX_ERROR
+        || rc[3] == NGX_ERROR)
+    {
         json_decref(fields);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc[0] == NGX_DECLINED || rc[1] == NGX_DECLINED
-        || rc[2] == NGX_DECLINED)
+        || rc[2] == NGX_DECLINED || rc[3] == NGX_DECLINED)
     {
         return ngx_http_monetize_send_invalid(r, fields);
     }
@@ -135,7 +146,7 @@ ngx_http_monetize_admin_credits_handler(ngx_http_request_t *r,
     params[4] = r->connection->addr_text;
 
     return ngx_http_monetize_api_query(r, ngx_http_monetize_admin_credits_sql,
-                                       params, 5,
+                                       params, 6,
                                        ngx_http_monetize_admin_credits_result);
 }
 
@@ -146,6 +157,7 @@ ngx_http_monetize_admin_credits_result(ngx_http_request_t *r,
 {
     json_t        *entry;
     ngx_str_t      outcome, text;
+    ngx_str_t      yes = ngx_string("true");
     json_error_t   error;
 
     if (q->status != NGX_HTTP_MONETIZE_PG_OK
@@ -174,6 +186,31 @@ ngx_http_monetize_admin_credits_result(ngx_http_request_t *r,
         && ngx_strncmp(outcome.data, "applied", outcome.len) == 0)
     {
         return ngx_http_monetize_send_json(r, NGX_HTTP_CREATED, entry);
+    }
+
+    /* the same idempotency key again: the first entry, as Stripe answers */
+
+    if (outcome.len == sizeof("replayed") - 1
+        && ngx_strncmp(outcome.data, "replayed", outcome.len) == 0)
+    {
+        if (ngx_http_monetize_set_header(r, "Idempotent-Replayed", &yes)
+            != NGX_OK)
+        {
+            json_decref(entry);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_monetize_send_json(r, NGX_HTTP_OK, entry);
+    }
+
+    if (outcome.len == sizeof("conflict") - 1
+        && ngx_strncmp(outcome.data, "conflict", outcome.len) == 0)
+    {
+        json_decref(entry);
+        return ngx_http_monetize_send_error(r, NGX_HTTP_CONFLICT,
+                                            "idempotency_conflict",
+                                            "this idempotency key was used "
+                                            "for another account or amount");
     }
 
     /*
