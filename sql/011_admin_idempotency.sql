@@ -56,14 +56,14 @@ BEGIN
         RETURN;
     END IF;
 
+    -- the key only where one was given
     PERFORM monetize_audit(p_actor, 'credits.' || v_kind, 'user:' || p_user,
                            p_user,
-                           jsonb_build_object('amount', p_amount,
-                                              'reason', p_reason,
-                                              'entry_id', v_row.id,
-                                              'balance_after',
-                                              v_row.balance_after,
-                                              'idempotency_key', p_key),
+                           jsonb_strip_nulls(jsonb_build_object(
+                               'amount', p_amount, 'reason', p_reason,
+                               'entry_id', v_row.id,
+                               'balance_after', v_row.balance_after,
+                               'idempotency_key', p_key)),
                            p_address);
 
     RETURN QUERY SELECT 'applied'::text, json_build_object(
