@@ -184,9 +184,12 @@ BEGIN
             IF v_pos IS NOT NULL THEN
                 v_outcome[i] := v_done_out[v_pos];
 
-            ELSIF v_key_users[array_position(v_key_ids, p_keys[i])]
-                      IS DISTINCT FROM v_user
-                  OR p_keys[i] = ANY (v_revoked)
+            -- the nil UUID: a call made with a session token (sql/009),
+            -- which no api_keys row has; only its account is checked
+            ELSIF p_keys[i] <> '00000000-0000-0000-0000-000000000000'
+                  AND (v_key_users[array_position(v_key_ids, p_keys[i])]
+                           IS DISTINCT FROM v_user
+                       OR p_keys[i] = ANY (v_revoked))
             THEN
                 v_outcome[i] := 'key_revoked';
 
