@@ -63,6 +63,25 @@ typedef struct {
 } ngx_http_monetize_loc_conf_t;
 
 
+/* the core module's directives: ngx_http_monetize_conf.c */
+char *ngx_http_monetize_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_monetize_key_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_monetize_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_monetize_limits(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_monetize_set_api_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_monetize_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_monetize_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_monetize_smtp(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_monetize_public_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
 char *ngx_http_monetize_conf_secret(ngx_conf_t *cf, ngx_str_t *value,
     ngx_str_t *out);
 char *ngx_http_monetize_conf_set_num(ngx_conf_t *cf, ngx_command_t *cmd,
