@@ -57,7 +57,8 @@ $$;
 
 -- Spends the token and sets the password (hashed by the caller); every
 -- reset token of the account is spent with it and every refresh family
--- revoked: whoever held a session or a mail before holds nothing now.
+-- revoked: whoever held a session or a mail before holds nothing now. The
+-- token came by mail to the account's address: the address is verified.
 -- False (nothing written) when the token is unknown, used or expired,
 -- which includes one spent by a reset that ran at the same time.
 CREATE FUNCTION monetize_reset_password(p_token_hash text,
@@ -83,7 +84,8 @@ BEGIN
     UPDATE email_tokens t SET used_at = now()
      WHERE t.user_id = v_user AND t.purpose = 'reset' AND t.used_at IS NULL;
 
-    UPDATE users u SET password_hash = p_password_hash, updated_at = now()
+    UPDATE users u SET password_hash = p_password_hash,
+                       email_verified = true, updated_at = now()
      WHERE u.id = v_user;
 
     UPDATE refresh_tokens t SET revoked_at = now()
@@ -95,6 +97,14 @@ BEGIN
     RETURN true;
 END
 $$;
+
+
+-- What the reports read, by time: the ledger has a row per paid call, and
+-- only its purchases are asked for.
+CREATE INDEX credit_ledger_purchases ON credit_ledger (created_at)
+    WHERE kind = 'purchase';
+CREATE INDEX usage_day ON usage (day);
+CREATE INDEX webhook_events_received ON webhook_events (received_at, id);
 
 
 -- GET /admin/webhook_events: newest first (received_at, then id), of the

@@ -111,8 +111,9 @@ is $res->{status}, 200, 'reset-password: 200' or diag $res->{body};
 is_deeply $res->{json}, {password_reset => JSON::PP::true()}, '... its body';
 
 my ($hash) = Test::Monetize::psql(
-    'SELECT password_hash FROM users WHERE id = $1', $user);
+    'SELECT password_hash, email_verified FROM users WHERE id = $1', $user);
 like $hash->[0], qr/^\$2b\$04\$/, 'the new password is a bcrypt hash';
+is $hash->[1], 't', '... and the address, which the mail reached, verified';
 is Sessions::login($ngx, 'ada@example.com')->{status}, 401,
     'the old password no longer logs in';
 my $new = Sessions::login($ngx, 'ada@example.com', 'new password 1');

@@ -152,6 +152,28 @@ is $res->{status}, 422, 'a cookie where the directive is off: not read (422)';
 
 $ngx->stop;
 
+# with monetize_public_url, the API's own origin is its; the origins of
+# monetize_cors_origins are trusted too
+$ngx = Test::Monetize::Nginx->start(
+    http_config => "$Sessions::HTTP\n"
+        . 'monetize_public_url https://api.example.com:8443/base/;',
+    api_limit => $Sessions::NO_LIMIT,
+    config => 'location /v1/ { monetize_api;'
+              . ' monetize_session_cookie on insecure;'
+              . ' monetize_cors_origins https://app.example.com; }');
+my @t = map { token_of((cookie_of(Sessions::login($ngx,
+                                                  'ada@example.com')))[0]) }
+        1 .. 4;
+my @st = map {
+    by_cookie('/v1/auth/refresh', $t[$_->[0]], 'X-Monetize-CSRF' => '1',
+              Origin => $_->[1])->{status}
+} [0, 'https://api.example.com:8443'], [1, 'https://APP.example.com'],
+  [2, 'http://localhost'], [3, 'https://api.example.com'];
+is_deeply \@st, [200, 200, 403, 403],
+    'origins: monetize_public_url\'s and a CORS one pass; Host\'s and'
+    . ' another port do not';
+$ngx->stop;
+
 for my $case (['monetize_session_cookie maybe;',
                qr/monetize_session_cookie: invalid value "maybe"/],
               ['monetize_session_cookie on loose;',

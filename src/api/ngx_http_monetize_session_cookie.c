@@ -25,7 +25,9 @@
  * without a CORS preflight, which the API grants only to the origins of
  * monetize_cors_origins. An Origin, when the browser sends one, must be
  * the API's own (monetize_public_url's, or this request's scheme and
- * Host): SameSite=Strict is the first wall, these are the second.
+ * Host) or one of those the operator trusts with credentials already
+ * (monetize_cors_origins): SameSite=Strict is the first wall, these are
+ * the second.
  */
 
 
@@ -272,10 +274,27 @@ ngx_http_monetize_session_cookie_origin_ok(ngx_http_request_t *r,
     ngx_str_t *origin)
 {
     u_char                         *p, *last;
-    ngx_str_t                       own, host;
+    ngx_str_t                       own, host, *trusted;
+    ngx_uint_t                      i;
+    ngx_http_monetize_loc_conf_t   *lcf;
     ngx_http_monetize_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_module);
+
+    if (lcf->cors_origins) {
+        trusted = lcf->cors_origins->elts;
+
+        for (i = 0; i < lcf->cors_origins->nelts; i++) {
+            if (trusted[i].len == origin->len
+                && ngx_strncasecmp(trusted[i].data, origin->data,
+                                   origin->len)
+                   == 0)
+            {
+                return 1;
+            }
+        }
+    }
 
     if (mcf->public_url.len) {
         own = mcf->public_url;
