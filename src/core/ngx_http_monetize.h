@@ -54,12 +54,14 @@ typedef struct {
     ngx_flag_t                    require_verified_email;
     ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
     ngx_str_t                     public_url;     /* the links' base */
+    ngx_str_t                     portal_url;     /* the portal's links */
 } ngx_http_monetize_main_conf_t;
 
 
 typedef struct {
     ngx_array_t                  *cors_origins;   /* of ngx_str_t; NULL:
                                                      off */
+    ngx_uint_t                    session_cookie; /* see session_cookie.c */
 } ngx_http_monetize_loc_conf_t;
 
 
