@@ -783,8 +783,11 @@ ngx_http_monetize_stripe_customer_made(ngx_http_monetize_stripe_call_t *sc)
     ngx_str_t                      s;
     ngx_http_monetize_pg_query_t  *q;
 
+    /* a key refused (401, 403) is the operator's to fix: not for good */
+
     if (sc->result != NGX_HTTP_MONETIZE_STRIPE_OK) {
-        cu->handler(cu->data, sc->result == NGX_HTTP_MONETIZE_STRIPE_REFUSED
+        cu->handler(cu->data, (sc->result == NGX_HTTP_MONETIZE_STRIPE_REFUSED
+                               && sc->status != 401 && sc->status != 403)
                               ? NGX_DECLINED : NGX_ERROR, NULL);
         return;
     }
