@@ -443,7 +443,8 @@ static void
 ngx_http_monetize_stripe_log_error(ngx_http_monetize_stripe_call_t *sc,
     ngx_uint_t level)
 {
-    size_t       len;
+    u_char       text[512];
+    size_t       i, len;
     json_t      *e;
     const char  *type, *code, *message;
 
@@ -472,14 +473,26 @@ ngx_http_monetize_stripe_log_error(ngx_http_monetize_stripe_call_t *sc,
            != NULL)
     {
         message = "(withheld: it quotes the key)";
+        len = ngx_strlen(message);
     }
+
+    /* one line of the log, whatever the message holds */
+
+    len = ngx_min(len, sizeof(text) - 1);
+
+    for (i = 0; i < len; i++) {
+        text[i] = ((u_char) message[i] < 0x20 || message[i] == '"')
+                  ? ' ' : (u_char) message[i];
+    }
+
+    text[len] = '\0';
 
     ngx_log_error(level, sc->log, 0,
                   "monetize: stripe %s %V: %ui (try %ui of %ui) "
                   "type=\"%s\" code=\"%s\" message=\"%s\"",
                   sc->method == NGX_HTTP_POST ? "POST" : "GET", &sc->path,
                   sc->status, sc->tries, sc->conf->tries, type, code,
-                  message);
+                  text);
 }
 
 
