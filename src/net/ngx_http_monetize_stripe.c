@@ -792,15 +792,26 @@ ngx_http_monetize_stripe_customer_made(ngx_http_monetize_stripe_call_t *sc)
 {
     ngx_http_monetize_stripe_customer_t *cu = sc->data;
 
-    const char                    *id;
+    const char                    *id, *type;
     ngx_str_t                      s;
     ngx_http_monetize_pg_query_t  *q;
 
-    /* a key refused (401, 403) is the operator's to fix: not for good */
+    /*
+     * Not for good: a key refused (401, 403), which the operator fixes;
+     * an idempotency_error, the key's first request made with an address
+     * or name changed since (Stripe forgets the key after a day, and
+     * whether that first request made a customer is unknown until then).
+     */
 
     if (sc->result != NGX_HTTP_MONETIZE_STRIPE_OK) {
+        type = json_string_value(json_object_get(
+                                 json_object_get(sc->json, "error"), "type"));
+
         cu->handler(cu->data, (sc->result == NGX_HTTP_MONETIZE_STRIPE_REFUSED
-                               && sc->status != 401 && sc->status != 403)
+                               && sc->status != 401 && sc->status != 403
+                               && (type == NULL
+                                   || ngx_strcmp(type, "idempotency_error")
+                                      != 0))
                               ? NGX_DECLINED : NGX_ERROR, NULL);
         return;
     }
