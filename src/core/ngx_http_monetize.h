@@ -23,6 +23,7 @@
 #include "ngx_http_monetize_meter.h"
 #include "ngx_http_monetize_redis.h"
 #include "ngx_http_monetize_mail.h"
+#include "ngx_http_monetize_stripe.h"
 
 
 typedef struct {
@@ -55,6 +56,7 @@ typedef struct {
     ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
     ngx_str_t                     public_url;     /* the links' base */
     ngx_str_t                     portal_url;     /* the portal's links */
+    ngx_http_monetize_stripe_conf_t  *stripe;     /* NULL: no Stripe */
 } ngx_http_monetize_main_conf_t;
 
 
