@@ -54,6 +54,9 @@ typedef struct {
     ngx_flag_t                    require_verified_email;
     ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
     ngx_str_t                     public_url;     /* the links' base */
+    ngx_int_t                     low_balance;    /* alert below; UNSET:
+                                                     none (see alerts) */
+    struct ngx_http_monetize_notify_conf_s  *notify;  /* operator webhook */
 } ngx_http_monetize_main_conf_t;
 
 
