@@ -189,7 +189,8 @@ DECLARE
     v_mails   integer := 0;
     v_jobs    integer := 0;
 BEGIN
-    -- 'mnAL': one sweep at a time; the unique rows would keep a second
+    -- the sweep's own key (t/420 holds it to place calls between two
+    -- sweeps): one sweep at a time; the unique rows would keep a second
     -- from sending twice, but not from doing the work twice
     IF NOT pg_try_advisory_xact_lock(1836933452) THEN
         RETURN QUERY SELECT 0, 0;

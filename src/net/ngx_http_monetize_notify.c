@@ -173,9 +173,9 @@ ngx_http_monetize_notify_done(ngx_http_monetize_curl_t *t, CURLcode rc)
 {
     ngx_http_monetize_notify_ctx_t *ctx = t->data;
 
-    long                      status;
-    u_char                   *p;
-    ngx_http_monetize_job_t  *job;
+    long                            status;
+    u_char                         *p;
+    ngx_http_monetize_job_t        *job;
     ngx_http_monetize_main_conf_t  *mcf;
 
     job = ctx->job;
