@@ -36,6 +36,14 @@ CREATE TABLE alerts (
 -- the sweep reads the periods running now, not the whole history
 CREATE INDEX quota_usage_period ON quota_usage (period_start);
 
+-- The balances below the threshold the sweep has looked at, as they were
+-- (balances.updated_at): it looks at one again only once it changed.
+CREATE TABLE alert_balance_checked (
+    user_id             uuid PRIMARY KEY REFERENCES users ON DELETE CASCADE,
+    balance_at          timestamptz NOT NULL,
+    threshold           bigint NOT NULL
+);
+
 
 CREATE FUNCTION monetize_html_escape(p_text text)
 RETURNS text
@@ -197,25 +205,38 @@ BEGIN
         RETURN;
     END IF;
 
-    -- quotas: the accounts whose current period has used 80% or more, and
-    -- were not told of 100% yet
+    -- quotas: the accounts whose current period has used 80% or more, not
+    -- told of 100% yet, nor of 80% unless they have reached the quota that
+    -- 80% was told of; only those are looked up (OFFSET 0 keeps the
+    -- planner from looking up the plans of all)
     FOR v_row IN
         SELECT q.user_id, q.calls, o.monthly_quota, o.period_start
-          FROM quota_usage q
+          FROM (SELECT q.user_id, q.calls, q.period_start
+                  FROM quota_usage q
+                  LEFT JOIN alerts a80
+                         ON a80.user_id = q.user_id
+                        AND a80.kind = 'quota.80'
+                        AND a80.period = to_char(q.period_start
+                                                     AT TIME ZONE 'UTC',
+                                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                 WHERE q.period_start > now() - interval '400 days'
+                   AND q.period_start <= now()
+                   AND q.calls * 5 >= (SELECT min(p.monthly_quota) * 4
+                                         FROM plans p)
+                   AND (a80.id IS NULL
+                        OR q.calls >= (a80.data->>'quota')::bigint)
+                   AND NOT EXISTS (
+                           SELECT 1 FROM alerts a
+                            WHERE a.user_id = q.user_id
+                              AND a.kind = 'quota.100'
+                              AND a.period = to_char(q.period_start
+                                                         AT TIME ZONE 'UTC',
+                                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+                OFFSET 0) AS q
          CROSS JOIN LATERAL monetize_plan_of(q.user_id) AS o
-         WHERE q.period_start > now() - interval '400 days'
-           AND q.period_start <= now()
-           AND q.calls * 5 >= (SELECT min(p.monthly_quota) * 4
-                                 FROM plans p)
-           AND o.period_start = q.period_start
+         WHERE o.period_start = q.period_start
            AND o.monthly_quota IS NOT NULL
            AND q.calls * 5 >= o.monthly_quota * 4
-           AND NOT EXISTS (
-                   SELECT 1 FROM alerts a
-                    WHERE a.user_id = q.user_id AND a.kind = 'quota.100'
-                      AND a.period = to_char(q.period_start
-                                                 AT TIME ZONE 'UTC',
-                                             'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
     LOOP
         v_period := to_char(v_row.period_start AT TIME ZONE 'UTC',
                             'YYYY-MM-DD"T"HH24:MI:SS"Z"');
@@ -242,31 +263,41 @@ BEGIN
         RETURN;
     END IF;
 
-    -- balances below the threshold that changed since their last alert;
-    -- the period is the last entry at or above the threshold, if any
+    -- balances below the threshold that changed since the sweep last
+    -- looked at them; the period is the last entry that left the balance
+    -- at or above the threshold (none: it never had it, nothing to say)
     FOR v_row IN
-        SELECT b.user_id, k.id AS entry
+        SELECT b.user_id, b.updated_at, k.id AS entry
           FROM balances b
-         CROSS JOIN LATERAL (
+          LEFT JOIN LATERAL (
                SELECT l.id FROM credit_ledger l
                 WHERE l.user_id = b.user_id
                   AND l.balance_after >= p_low_balance
-                ORDER BY l.id DESC LIMIT 1) AS k
+                ORDER BY l.id DESC LIMIT 1) AS k ON true
          WHERE b.balance < p_low_balance
            AND NOT EXISTS (
-                   SELECT 1 FROM alerts a
-                    WHERE a.user_id = b.user_id AND a.kind = 'balance.low'
-                      AND (a.period = k.id::text
-                           OR a.created_at >= b.updated_at))
+                   SELECT 1 FROM alert_balance_checked c
+                    WHERE c.user_id = b.user_id
+                      AND c.balance_at = b.updated_at
+                      AND c.threshold = p_low_balance)
     LOOP
-        v_q := monetize_alert(v_row.user_id, 'balance.low',
-                              v_row.entry::text,
-                              monetize_alert_data(v_row.user_id,
-                                                  p_low_balance),
-                              true, p_mail, p_notify, p_public_url);
+        IF v_row.entry IS NOT NULL THEN
+            v_q := monetize_alert(v_row.user_id, 'balance.low',
+                                  v_row.entry::text,
+                                  monetize_alert_data(v_row.user_id,
+                                                      p_low_balance),
+                                  true, p_mail, p_notify, p_public_url);
 
-        v_mails := v_mails + (v_q & 1);
-        v_jobs := v_jobs + (v_q >> 1);
+            v_mails := v_mails + (v_q & 1);
+            v_jobs := v_jobs + (v_q >> 1);
+        END IF;
+
+        INSERT INTO alert_balance_checked AS c (user_id, balance_at,
+                                               threshold)
+        VALUES (v_row.user_id, v_row.updated_at, p_low_balance)
+        ON CONFLICT (user_id) DO UPDATE
+           SET balance_at = EXCLUDED.balance_at,
+               threshold = EXCLUDED.threshold;
     END LOOP;
 
     RETURN QUERY SELECT v_mails, v_jobs;
