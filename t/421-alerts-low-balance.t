@@ -1,8 +1,8 @@
 # Low-balance alerts (monetize_low_balance N): an account whose balance,
 # spent through the gate, falls below N gets one mail and the operator one
 # signed webhook; more calls send nothing again until the balance has been
-# at or above N again; an account that never had N is not told; two
-# workers send nothing twice.
+# at or above N again; an account that never had N is not told; two nodes
+# of two workers each send nothing twice.
 
 use strict;
 use warnings;
@@ -16,7 +16,7 @@ my $secret = $ENV{MONETIZE_TEST_NOTIFY_SECRET};
 my $smtp = Test::Monetize::Smtp->start;
 my $hook = Test::Monetize::Backend->start(sub { (204, {}, '') });
 
-my $ngx = Test::Monetize::Nginx->start(
+my %conf = (
     workers => 2,
     main_config => 'env MONETIZE_TEST_NOTIFY_SECRET;',
     http_config => "monetize_cache zone=keys:1m;\n"
@@ -34,6 +34,9 @@ my $ngx = Test::Monetize::Nginx->start(
     }
     location /backend/ { return 200 "ok\n"; }
 CONF
+my $ngx = Test::Monetize::Nginx->start(%conf);
+# a second node on the same database: its two workers sweep too
+my $node2 = Test::Monetize::Nginx->start(%conf);
 
 sub calls {
     my ($key, $count) = @_;
@@ -121,7 +124,7 @@ isnt $hooks[1]{event}{id}, $hooks[0]{event}{id}, '... a new event';
 is_deeply calls($key, 60), {200 => 49, 402 => 11}, 'spent out: then 402';
 is_deeply sweep(), [0, 0], 'a sweep: nothing new';
 Test::Monetize::wait_until(5, sub { 0 });     # a few more sweeps by both
-is scalar($smtp->mails), 2, 'two mails in all';
+is scalar($smtp->mails), 2, 'two mails in all, from two nodes of two workers';
 is scalar(hooks()), 2, 'two webhooks in all';
 my ($rows) = Test::Monetize::psql(
     "SELECT count(*) FILTER (WHERE user_id = \$1),"
