@@ -57,6 +57,9 @@ typedef struct {
     ngx_str_t                     public_url;     /* the links' base */
     ngx_str_t                     portal_url;     /* the portal's links */
     ngx_http_monetize_stripe_conf_t  *stripe;     /* NULL: no Stripe */
+    ngx_int_t                     low_balance;    /* alert below; UNSET:
+                                                     none (see alerts) */
+    struct ngx_http_monetize_notify_conf_s  *notify;  /* operator webhook */
 } ngx_http_monetize_main_conf_t;
 
 

@@ -15,6 +15,8 @@
 #include "ngx_http_monetize_outbox.h"
 #include "ngx_http_monetize_portal_api.h"
 #include "ngx_http_monetize_jobs.h"
+#include "ngx_http_monetize_alerts.h"
+#include "ngx_http_monetize_notify.h"
 
 
 /*
@@ -41,6 +43,10 @@ static ngx_conf_num_bounds_t  ngx_http_monetize_signup_credits_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_monetize_bcrypt_cost_bounds = {
     NULL, 4, 31
+};
+
+static ngx_conf_num_bounds_t  ngx_http_monetize_low_balance_bounds = {
+    NULL, 1, NGX_MAX_INT_T_VALUE
 };
 
 
@@ -168,6 +174,20 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
     { ngx_string("monetize_public_url"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_monetize_public_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_low_balance"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_conf_set_num,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_monetize_main_conf_t, low_balance),
+      &ngx_http_monetize_low_balance_bounds },
+
+    { ngx_string("monetize_notify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_monetize_notify_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -337,6 +357,12 @@ ngx_http_monetize_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (mcf && mcf->pg && (mcf->smtp || mcf->notify)
+        && ngx_http_monetize_alerts_init_process(cycle, mcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -364,6 +390,7 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_monetize_outbox_exit();
     ngx_http_monetize_jobs_exit();
+    ngx_http_monetize_alerts_exit();
     ngx_http_monetize_curl_exit();
 }
 
@@ -418,6 +445,7 @@ ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
     mcf->jwt_access_ttl = NGX_CONF_UNSET;
     mcf->jwt_refresh_ttl = NGX_CONF_UNSET;
     mcf->require_verified_email = NGX_CONF_UNSET;
+    mcf->low_balance = NGX_CONF_UNSET;
 
     return mcf;
 }
@@ -504,6 +532,24 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "monetize_stripe needs \"monetize_postgres\" at "
                            "http level");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->notify && mcf->pg == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_notify needs \"monetize_postgres\" at "
+                           "http level");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->low_balance != NGX_CONF_UNSET
+        && (mcf->pg == NULL || (mcf->smtp == NULL && mcf->notify == NULL)))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_low_balance %i needs "
+                           "\"monetize_postgres\", and \"monetize_smtp\" or "
+                           "\"monetize_notify\" to send its alerts",
+                           mcf->low_balance);
         return NGX_CONF_ERROR;
     }
 

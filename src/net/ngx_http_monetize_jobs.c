@@ -11,6 +11,7 @@
 #include "ngx_http_monetize.h"
 #include "ngx_http_monetize_jobs.h"
 #include "ngx_http_monetize_stripe.h"
+#include "ngx_http_monetize_notify.h"
 
 
 /*
@@ -76,6 +77,10 @@ static ngx_http_monetize_job_kind_t  ngx_http_monetize_job_kinds[] = {
     { ngx_string("stripe_customer"),
       ngx_http_monetize_stripe_customer_job,
       offsetof(ngx_http_monetize_main_conf_t, stripe) },
+
+    { ngx_string("notify"),
+      ngx_http_monetize_notify_job,
+      offsetof(ngx_http_monetize_main_conf_t, notify) },
 
     { ngx_null_string, NULL, 0 }
 };
