@@ -54,6 +54,9 @@ typedef struct {
     ngx_flag_t                    require_verified_email;
     ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
     ngx_str_t                     public_url;     /* the links' base */
+    ngx_array_t                  *webhook_secrets; /* of ngx_str_t; NULL:
+                                                      no webhooks */
+    time_t                        webhook_tolerance;
 } ngx_http_monetize_main_conf_t;
 
 

@@ -61,6 +61,13 @@ static ngx_conf_enum_t  ngx_http_monetize_fail_modes[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_monetize_past_due_modes[] = {
+    { ngx_string("allow"), NGX_HTTP_MONETIZE_PAST_DUE_ALLOW },
+    { ngx_string("deny"), NGX_HTTP_MONETIZE_PAST_DUE_DENY },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_conf_enum_t  ngx_http_monetize_log_levels[] = {
     { ngx_string("info"), NGX_LOG_INFO },
     { ngx_string("notice"), NGX_LOG_NOTICE },
@@ -127,6 +134,13 @@ static ngx_command_t  ngx_http_monetize_gate_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_monetize_gate_loc_conf_t, deny_log_level),
       &ngx_http_monetize_log_levels },
+
+    { ngx_string("monetize_past_due"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_monetize_gate_loc_conf_t, past_due),
+      &ngx_http_monetize_past_due_modes },
 
       ngx_null_command
 };
@@ -460,6 +474,7 @@ ngx_http_monetize_gate_create_loc_conf(ngx_conf_t *cf)
     glcf->rate_limit_key = NGX_CONF_UNSET_UINT;
     glcf->fail_mode = NGX_CONF_UNSET_UINT;
     glcf->quota = NGX_CONF_UNSET;
+    glcf->past_due = NGX_CONF_UNSET_UINT;
 
     return glcf;
 }
@@ -486,6 +501,8 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->fail_mode, prev->fail_mode,
                               NGX_HTTP_MONETIZE_FAIL_LOCAL);
     ngx_conf_merge_value(conf->quota, prev->quota, 0);
+    ngx_conf_merge_uint_value(conf->past_due, prev->past_due,
+                              NGX_HTTP_MONETIZE_PAST_DUE_ALLOW);
 
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_monetize_module);
 
