@@ -9,6 +9,7 @@ package StripeWebhook;
 #   my $sig = StripeWebhook::sign($body, $secret, $timestamp);
 #   my $res = StripeWebhook::post($ngx, $body, $sig);
 #   my $res = StripeWebhook::send($ngx, $body, $secret);   # signed now
+#   my $h = StripeWebhook::start($ngx, $body, $sig); ... $h->wait;
 
 use strict;
 use warnings;
@@ -53,6 +54,15 @@ sub sign {
     waitpid $pid, 0;
     die "StripeWebhook: stripe_sign.js failed ($?)\n" if $? || !$header;
     return $header;
+}
+
+# Sends, returns at once: ->wait gives the answer (Test::Monetize's HTTP).
+sub start {
+    my ($ngx, $body, $signature, %o) = @_;
+    return $ngx->start_request('POST', $o{path} // '/v1/webhooks/stripe',
+        headers => ['Content-Type' => 'application/json',
+                    'Stripe-Signature' => $signature],
+        body => $body, timeout => $o{timeout} // 10);
 }
 
 sub post {
