@@ -36,6 +36,8 @@ static char *ngx_http_monetize_gate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_monetize_refund_on(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_monetize_past_due(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_monetize_gate_init(ngx_conf_t *cf);
 
 
@@ -137,7 +139,7 @@ static ngx_command_t  ngx_http_monetize_gate_commands[] = {
 
     { ngx_string("monetize_past_due"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_monetize_past_due,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_monetize_gate_loc_conf_t, past_due),
       &ngx_http_monetize_past_due_modes },
@@ -620,6 +622,28 @@ ngx_http_monetize_refund_on(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* the enum slot, with an EMERG that names the directive (nginx's does not) */
+
+static char *
+ngx_http_monetize_past_due(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "allow") != 0
+        && ngx_strcmp(value[1].data, "deny") != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%V: invalid value \"%V\" (allow or deny)",
+                           &cmd->name, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_conf_set_enum_slot(cf, cmd, conf);
 }
 
 
