@@ -62,7 +62,8 @@ CREATE TABLE stripe_charge_refunds (
 
 
 -- A subscription in Stripe's words: a plan until its paid period ends,
--- canceled ones included ("deleted": back to free at the period's end).
+-- canceled ones included ("deleted": back to free at the period's end),
+-- after any that is not canceled.
 CREATE OR REPLACE FUNCTION monetize_plan_of(p_user uuid)
 RETURNS TABLE (plan_id text, monthly_quota bigint, period_start timestamptz,
                period_end timestamptz)
@@ -84,7 +85,8 @@ LANGUAGE sql STABLE AS $$
                          OR s.current_period_end > now())
                     OR s.status = 'canceled'
                        AND s.current_period_end > now())
-             ORDER BY s.current_period_end DESC NULLS LAST
+             ORDER BY s.status = 'canceled',
+                      s.current_period_end DESC NULLS LAST
              LIMIT 1) AS s ON true
       JOIN plans p ON p.id = coalesce(s.plan_id, 'free');
 $$;
@@ -180,8 +182,8 @@ BEGIN
             RETURN 'ignored: no subscription or no such plan';
         END IF;
 
-        v_status := CASE WHEN v_obj->>'payment_status' IN ('paid',
-                                                           'no_payment_required')
+        v_status := CASE WHEN v_obj->>'payment_status'
+                                  IN ('paid', 'no_payment_required')
                          THEN 'active' ELSE 'incomplete' END;
 
         PERFORM monetize_lock_account(v_user);

@@ -167,11 +167,13 @@ is $res->{status}, 200, 'tolerance 10s, signed now: 200';
 my ($rc, $out) = Test::Monetize::nginx_t(
     http_config => 'monetize_stripe_webhook_secret env:MONETIZE_NO_SUCH_VAR;',
     config => 'location /v1/ { monetize_api; }');
-ok $rc != 0 && $out =~ /\[emerg\].*monetize_stripe_webhook_secret: the (?s:.*)MONETIZE_NO_SUCH_VAR/,
+ok $rc != 0 && $out =~ /\[emerg\].*monetize_stripe_webhook_secret:\ the
+                          \ environment\ variable\ "MONETIZE_NO_SUCH_VAR"/x,
     'an unset env: secret: [emerg] naming the directive' or diag $out;
 ($rc, $out) = Test::Monetize::nginx_t(
     http_config => "monetize_stripe_webhook_secret $current;"
                    . ' monetize_stripe_tolerance soon;',
     config => 'location /v1/ { monetize_api; }');
-ok $rc != 0 && $out =~ /\[emerg\].*"monetize_stripe_tolerance" directive invalid value/,
+ok $rc != 0
+   && $out =~ /\[emerg\].*"monetize_stripe_tolerance" directive invalid value/,
     'a bad tolerance: [emerg] naming the directive' or diag $out;

@@ -44,7 +44,8 @@ my $ngx = Test::Monetize::Nginx->start(
     location /backend/ { return 200 "ok\n"; }
 CONF
 
-ok $ngx->wait_for_log(qr/listening for changes on postgres(?s:.*)listening for changes on postgres/),
+ok $ngx->wait_for_log(
+       qr/listening for changes on postgres(?s:.*)listening for changes/),
     'both workers listen for changes';
 
 my ($ann, $A) = Test::Monetize::account(email => 'ann@example.com');
