@@ -126,6 +126,8 @@ ngx_int_t ngx_http_monetize_verify_email_get_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_resend_verification_handler(
     ngx_http_request_t *r, ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_webhook_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_verify_mail(ngx_http_request_t *r,
     ngx_str_t *token_hash, ngx_str_t *subject, ngx_str_t *text,
     ngx_str_t *html);

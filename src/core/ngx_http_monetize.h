@@ -60,6 +60,9 @@ typedef struct {
     ngx_int_t                     low_balance;    /* alert below; UNSET:
                                                      none (see alerts) */
     struct ngx_http_monetize_notify_conf_s  *notify;  /* operator webhook */
+    ngx_array_t                  *webhook_secrets; /* of ngx_str_t; NULL:
+                                                      no webhooks */
+    time_t                        webhook_tolerance;
 } ngx_http_monetize_main_conf_t;
 
 
