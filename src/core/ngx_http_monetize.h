@@ -56,6 +56,8 @@ typedef struct {
     ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
     ngx_str_t                     public_url;     /* the links' base */
     ngx_http_monetize_stripe_conf_t  *stripe;     /* NULL: no Stripe */
+    ngx_msec_t                    overage_interval; /* between an account's
+                                                     meter events */
 } ngx_http_monetize_main_conf_t;
 
 

@@ -14,6 +14,7 @@
 #include "ngx_http_monetize_keystore.h"
 #include "ngx_http_monetize_outbox.h"
 #include "ngx_http_monetize_jobs.h"
+#include "ngx_http_monetize_overage.h"
 
 
 /*
@@ -185,6 +186,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       0,
       NULL },
 
+    { ngx_string("monetize_overage_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_overage_interval,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("monetize_public_url"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_monetize_public_url,
@@ -343,6 +351,10 @@ ngx_http_monetize_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_http_monetize_overage_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -370,6 +382,7 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_monetize_outbox_exit();
     ngx_http_monetize_jobs_exit();
+    ngx_http_monetize_overage_exit();
     ngx_http_monetize_curl_exit();
 }
 
@@ -424,6 +437,7 @@ ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
     mcf->jwt_access_ttl = NGX_CONF_UNSET;
     mcf->jwt_refresh_ttl = NGX_CONF_UNSET;
     mcf->require_verified_email = NGX_CONF_UNSET;
+    mcf->overage_interval = NGX_CONF_UNSET_MSEC;
 
     return mcf;
 }
@@ -444,6 +458,7 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mcf->signup_credits, 0);
     ngx_conf_init_value(mcf->bcrypt_cost, 12);
     ngx_conf_init_size_value(mcf->max_body_size, 16384);
+    ngx_conf_init_msec_value(mcf->overage_interval, 60000);
     ngx_http_monetize_jwt_init_conf(mcf);
 
     if (mcf->key_prefix.data == NULL) {

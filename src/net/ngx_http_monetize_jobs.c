@@ -11,6 +11,7 @@
 #include "ngx_http_monetize.h"
 #include "ngx_http_monetize_jobs.h"
 #include "ngx_http_monetize_stripe.h"
+#include "ngx_http_monetize_overage.h"
 
 
 /*
@@ -75,6 +76,10 @@ static ngx_http_monetize_job_kind_t  ngx_http_monetize_job_kinds[] = {
 
     { ngx_string("stripe_customer"),
       ngx_http_monetize_stripe_customer_job,
+      offsetof(ngx_http_monetize_main_conf_t, stripe) },
+
+    { ngx_string("meter_event"),
+      ngx_http_monetize_overage_job,
       offsetof(ngx_http_monetize_main_conf_t, stripe) },
 
     { ngx_null_string, NULL, 0 }
