@@ -1,5 +1,6 @@
 # Overage reporting while Stripe fails: its customers refused for a while,
-# then its meter events answered 500, hung and dropped; the gate keeps
+# then its meter events answered 500, hung, dropped, and made but their
+# answers lost; the gate keeps
 # answering at once meanwhile; in the end the meter events sum to exactly
 # the calls past the quota, each identifier once, every try of one event
 # the same request. A job run again after it was done is answered Stripe's
@@ -24,6 +25,7 @@ $stripe->fail('/v1/customers', 500, 6);
 $stripe->fail('/v1/billing/meter_events', 500, 4);
 $stripe->fail('/v1/billing/meter_events', 'hang', 2);
 $stripe->fail('/v1/billing/meter_events', 'drop', 3);
+$stripe->fail('/v1/billing/meter_events', 'lost', 2);
 
 my $ngx = Test::Monetize::Nginx->start(
     workers => 2,
@@ -92,13 +94,23 @@ is_deeply [map { $want{$_->[0]} } @accounts], [26, 25],
 
 ok Test::Monetize::wait_until(90, sub {
         my $e = events();
-        2 == grep { ($e->{$_->[0]} // 0) == $want{$_->[0]} } @accounts }),
-    'after the failures, the meter events sum to exactly the calls past '
-    . 'the quota' or diag explain events();
+        my ($undone) = Test::Monetize::psql(
+            "SELECT count(*) FROM jobs WHERE done_at IS NULL");
+        $undone->[0] == 0
+            && 2 == grep { ($e->{$_->[0]} // 0) == $want{$_->[0]} }
+                    @accounts }),
+    'after the failures, every job is done, and the meter events sum to '
+    . 'exactly the calls past the quota' or diag explain events();
 
 my @failed = grep { $_->{path} eq '/v1/billing/meter_events'
                     && ($_->{status} // 0) != 200 } $stripe->requests;
-ok @failed >= 9, scalar(@failed) . ' meter event requests failed on the way';
+ok @failed >= 11,
+    scalar(@failed) . ' meter event requests failed on the way';
+ok scalar(grep { $_->{replayed} } $stripe->requests) >= 2,
+    '... those whose answer was lost were answered again from their '
+    . 'idempotency key'
+    or diag explain [map { [$_->{status}, $_->{replayed}, $_->{form}{identifier}] }
+                     grep { $_->{path} =~ /meter/ } $stripe->requests];
 
 my @events = $stripe->objects('meter_events');
 my %ids;
@@ -118,6 +130,7 @@ is scalar(keys %bodies), scalar(@events),
 # --- a job run again: Stripe's first answer, nothing new -------------------
 
 my $before = scalar @events;
+my $replayed = scalar grep { $_->{replayed} } $stripe->requests;
 my ($job) = Test::Monetize::psql(
     "UPDATE jobs SET done_at = NULL, next_attempt_at = now()"
     . " WHERE id = (SELECT min(id) FROM jobs WHERE kind = 'meter_event')"
@@ -127,7 +140,7 @@ ok Test::Monetize::wait_until(20, sub {
             "SELECT done_at IS NOT NULL FROM jobs WHERE id = \$1", $job->[0]);
         $d->[0] eq 't' }),
     'a done job made due again is done again';
-ok scalar(grep { $_->{replayed} } $stripe->requests),
+is scalar(grep { $_->{replayed} } $stripe->requests), $replayed + 1,
     '... answered from the idempotency key';
 is scalar($stripe->objects('meter_events')), $before, '... nothing new';
 
