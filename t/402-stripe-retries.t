@@ -135,6 +135,33 @@ is_deeply [map { $_->{headers}{'Idempotency-Key'} } @req],
 is_deeply job_of($user), [2, 't', 'f', undef, 'f'],
     '... done in its second attempt';
 
+# the answer of the first request is lost, and the address changes before
+# the job's next attempt: Stripe refuses the key's new body
+# (idempotency_error); that is not for good: once Stripe forgets the key
+# (here: a reset), the customer is made with the new address
+$stripe->reset;
+$stripe->fail('/v1/customers', 'lost', 100);
+$user = register();
+ok Test::Monetize::wait_until(20, sub { job_of($user)->[0] >= 1 }),
+    'lost answers: the job is due again';
+Test::Monetize::psql(
+    q{UPDATE users SET email = 'changed@example.com' WHERE id = $1}, $user);
+ok Test::Monetize::wait_until(30, sub {
+    grep { ($_->{status} // 0) == 400 } $stripe->requests }),
+    'the new address with the same key: Stripe refuses it';
+ok Test::Monetize::wait_until(10, sub {
+    my $j = job_of($user);
+    $j->[1] eq 'f' && $j->[3] && $j->[3] =~ /unavailable/ }),
+    '... and the job is due again, not failed';
+is job_of($user)->[2], 'f', '... not failed';
+like $ngx->error_log_since($mark), qr/type="idempotency_error"/,
+    '... Stripe\'s error logged';
+$stripe->reset;
+ok Test::Monetize::wait_until(40, sub { customer_of($user) }),
+    'Stripe forgot the key: the customer is made';
+is_deeply [map { $_->{email} } $stripe->objects('customers')],
+    ['changed@example.com'], '... once, with the new address';
+
 unlike $ngx->error_log_since(0), qr/\[(alert|crit|emerg)\]|sk_test_402/,
     'no alert, no key in the log';
 

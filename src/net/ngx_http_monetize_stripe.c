@@ -443,7 +443,8 @@ static void
 ngx_http_monetize_stripe_log_error(ngx_http_monetize_stripe_call_t *sc,
     ngx_uint_t level)
 {
-    size_t       len;
+    u_char       text[512];
+    size_t       i, len;
     json_t      *e;
     const char  *type, *code, *message;
 
@@ -472,14 +473,26 @@ ngx_http_monetize_stripe_log_error(ngx_http_monetize_stripe_call_t *sc,
            != NULL)
     {
         message = "(withheld: it quotes the key)";
+        len = ngx_strlen(message);
     }
+
+    /* one line of the log, whatever the message holds */
+
+    len = ngx_min(len, sizeof(text) - 1);
+
+    for (i = 0; i < len; i++) {
+        text[i] = ((u_char) message[i] < 0x20 || message[i] == '"')
+                  ? ' ' : (u_char) message[i];
+    }
+
+    text[len] = '\0';
 
     ngx_log_error(level, sc->log, 0,
                   "monetize: stripe %s %V: %ui (try %ui of %ui) "
                   "type=\"%s\" code=\"%s\" message=\"%s\"",
                   sc->method == NGX_HTTP_POST ? "POST" : "GET", &sc->path,
                   sc->status, sc->tries, sc->conf->tries, type, code,
-                  message);
+                  text);
 }
 
 
@@ -779,12 +792,26 @@ ngx_http_monetize_stripe_customer_made(ngx_http_monetize_stripe_call_t *sc)
 {
     ngx_http_monetize_stripe_customer_t *cu = sc->data;
 
-    const char                    *id;
+    const char                    *id, *type;
     ngx_str_t                      s;
     ngx_http_monetize_pg_query_t  *q;
 
+    /*
+     * Not for good: a key refused (401, 403), which the operator fixes;
+     * an idempotency_error, the key's first request made with an address
+     * or name changed since (Stripe forgets the key after a day, and
+     * whether that first request made a customer is unknown until then).
+     */
+
     if (sc->result != NGX_HTTP_MONETIZE_STRIPE_OK) {
-        cu->handler(cu->data, sc->result == NGX_HTTP_MONETIZE_STRIPE_REFUSED
+        type = json_string_value(json_object_get(
+                                 json_object_get(sc->json, "error"), "type"));
+
+        cu->handler(cu->data, (sc->result == NGX_HTTP_MONETIZE_STRIPE_REFUSED
+                               && sc->status != 401 && sc->status != 403
+                               && (type == NULL
+                                   || ngx_strcmp(type, "idempotency_error")
+                                      != 0))
                               ? NGX_DECLINED : NGX_ERROR, NULL);
         return;
     }
