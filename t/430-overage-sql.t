@@ -50,7 +50,7 @@ sub usage {
     return $row;
 }
 
-# --- the plan's columns ------------------------------------------------------
+# --- the plan's columns ---------------------------------------------------
 
 my @bad = try_psql(
     "INSERT INTO plans (id, name, price_cents, monthly_quota,"
@@ -114,7 +114,7 @@ is_deeply [try_psql("SELECT * FROM monetize_void(ARRAY[\$1, \$1]::uuid[],"
     'a void of an overage call gives it back, once';
 is_deeply usage($um), [5, 3, 0, 1, 9], '... to the calls and the overage';
 
-# --- reporting -----------------------------------------------------------------
+# --- reporting ---------------------------------------------------------------
 
 sub report {
     return try_psql("SELECT * FROM monetize_overage_report(\$1, 100)",

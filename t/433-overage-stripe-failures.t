@@ -109,7 +109,7 @@ ok @failed >= 11,
 ok scalar(grep { $_->{replayed} } $stripe->requests) >= 2,
     '... those whose answer was lost were answered again from their '
     . 'idempotency key'
-    or diag explain [map { [$_->{status}, $_->{replayed}, $_->{form}{identifier}] }
+    or diag explain [map { [@$_{qw(status replayed)}, $_->{form}{identifier}] }
                      grep { $_->{path} =~ /meter/ } $stripe->requests];
 
 my @events = $stripe->objects('meter_events');
