@@ -2,7 +2,7 @@
 # plan with an overage price passes past its quota, with X-Overage: true,
 # paid with no credits, under concurrency on two workers, counted exactly;
 # a plan without one is refused past its quota as before; GET /me shows
-# the overage so far.
+# the overage so far; a call past the quota answered 503 is not counted.
 
 use strict;
 use warnings;
@@ -110,6 +110,38 @@ $me = $ngx->request('GET', '/v1/me', headers => {'X-API-Key' => $key2});
 is_deeply $me->{json}{overage},
     {billed => JSON::PP::false(), calls => 0, reported => 0},
     'GET /me: not billed, no overage';
+
+# --- a call past the quota answered 503 is not counted --------------------
+
+my $count = sub {
+    my ($row) = Test::Monetize::psql(
+        "SELECT q.calls, q.overage,"
+        . "     (SELECT count(*) FROM gate_calls c"
+        . "       WHERE c.user_id = \$1 AND c.outcome = 'overage'"
+        . "         AND c.voided_at IS NULL)"
+        . "  FROM quota_usage q WHERE q.user_id = \$1", $user);
+    return $row;
+};
+my $before = $count->();
+my $hold = Test::Monetize::psql_session();
+$hold->query('BEGIN');
+$hold->query("SELECT 1 FROM balances WHERE user_id = '$user' FOR UPDATE");
+$r = $ngx->request('GET', '/api/held?cost=1', headers => {'X-API-Key' => $key},
+                   timeout => 20);
+$hold->query('COMMIT');
+$hold->close;
+is_deeply [$r->{status}, $r->{json}{error}{code}],
+    [503, 'backend_unavailable'],
+    'the account held past the debit\'s bound: 503 backend_unavailable'
+    or diag explain $r;
+ok Test::Monetize::wait_until(10, sub {
+        !defined Test::Monetize::json_match($before, $count->()) }),
+    '... and the call is not counted past the quota'
+    or diag explain [$before, $count->()];
+$r = $ngx->request('GET', '/api/after?cost=1', headers => {'X-API-Key' => $key});
+is_deeply [$r->{status}, $r->{headers}{'x-overage'}, $count->()->[1]],
+    [200, 'true', $before->[1] + 1], 'the next call is, once'
+    or diag explain [$r->{status}, $count->()];
 
 my @served = map { $_->{headers}{'x-request-id'} } $be->requests;
 Test::Monetize::reconcile(served => \@served);
