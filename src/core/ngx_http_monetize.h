@@ -63,6 +63,8 @@ typedef struct {
     ngx_array_t                  *webhook_secrets; /* of ngx_str_t; NULL:
                                                       no webhooks */
     time_t                        webhook_tolerance;
+    ngx_msec_t                    overage_interval; /* between an account's
+                                                     meter events */
 } ngx_http_monetize_main_conf_t;
 
 

@@ -18,6 +18,7 @@
 #include "ngx_http_monetize_jobs.h"
 #include "ngx_http_monetize_alerts.h"
 #include "ngx_http_monetize_notify.h"
+#include "ngx_http_monetize_overage.h"
 
 
 /*
@@ -168,6 +169,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
     { ngx_string("monetize_stripe"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_monetize_stripe_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_overage_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_overage_interval,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -378,6 +386,10 @@ ngx_http_monetize_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_http_monetize_overage_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -406,6 +418,7 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
     ngx_http_monetize_outbox_exit();
     ngx_http_monetize_jobs_exit();
     ngx_http_monetize_alerts_exit();
+    ngx_http_monetize_overage_exit();
     ngx_http_monetize_curl_exit();
 }
 
@@ -462,6 +475,7 @@ ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
     mcf->require_verified_email = NGX_CONF_UNSET;
     mcf->low_balance = NGX_CONF_UNSET;
     mcf->webhook_tolerance = NGX_CONF_UNSET;
+    mcf->overage_interval = NGX_CONF_UNSET_MSEC;
 
     return mcf;
 }
@@ -482,6 +496,7 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mcf->signup_credits, 0);
     ngx_conf_init_value(mcf->bcrypt_cost, 12);
     ngx_conf_init_size_value(mcf->max_body_size, 16384);
+    ngx_conf_init_msec_value(mcf->overage_interval, 60000);
     ngx_http_monetize_jwt_init_conf(mcf);
     ngx_conf_init_value(mcf->webhook_tolerance,
                         NGX_HTTP_MONETIZE_WEBHOOK_TOLERANCE);

@@ -660,6 +660,11 @@ ngx_http_monetize_gate_debited(ngx_http_monetize_debit_t *d)
         ngx_http_monetize_gate_decide(r, ctx, NGX_OK);
         break;
 
+    case NGX_HTTP_MONETIZE_DEBIT_OVERAGE:
+        ctx->overage = 1;
+        ngx_http_monetize_gate_decide(r, ctx, NGX_OK);
+        break;
+
     case NGX_HTTP_MONETIZE_DEBIT_REFUSED:
         ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_CREDITS);
         break;

@@ -114,6 +114,8 @@ typedef struct {
     unsigned                         refunded:1;
     unsigned                         limited:1;     /* limit is known */
     unsigned                         quota_known:1;
+    unsigned                         overage:1;     /* past the quota, billed
+                                                       by Stripe's meter */
     unsigned                         session:1;     /* a session token */
 } ngx_http_monetize_gate_ctx_t;
 

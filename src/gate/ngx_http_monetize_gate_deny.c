@@ -216,6 +216,10 @@ ngx_http_monetize_gate_calls_left(ngx_http_monetize_gate_ctx_t *ctx,
         return limit;           /* an unlimited plan includes every call */
     }
 
+    if (ctx->overage) {
+        return limit;           /* past the quota, its plan bills each call */
+    }
+
     if (ctx->quota_known) {
         n = ctx->quota_left;
 

@@ -211,6 +211,8 @@ ngx_http_monetize_gate_header_filter(ngx_http_request_t *r)
     ngx_http_monetize_limit_t      lim;
     ngx_http_monetize_gate_ctx_t  *ctx;
 
+    static ngx_str_t  overage = ngx_string("true");
+
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
     }
@@ -254,6 +256,12 @@ ngx_http_monetize_gate_header_filter(ngx_http_request_t *r)
         && ngx_http_monetize_set_number(r, "X-Quota-Remaining",
                                         ctx->quota_left)
            != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->overage
+        && ngx_http_monetize_set_header(r, "X-Overage", &overage) != NGX_OK)
     {
         return NGX_ERROR;
     }

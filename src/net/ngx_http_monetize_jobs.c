@@ -12,6 +12,7 @@
 #include "ngx_http_monetize_jobs.h"
 #include "ngx_http_monetize_stripe.h"
 #include "ngx_http_monetize_notify.h"
+#include "ngx_http_monetize_overage.h"
 
 
 /*
@@ -81,6 +82,10 @@ static ngx_http_monetize_job_kind_t  ngx_http_monetize_job_kinds[] = {
     { ngx_string("notify"),
       ngx_http_monetize_notify_job,
       offsetof(ngx_http_monetize_main_conf_t, notify) },
+
+    { ngx_string("meter_event"),
+      ngx_http_monetize_overage_job,
+      offsetof(ngx_http_monetize_main_conf_t, stripe) },
 
     { ngx_null_string, NULL, 0 }
 };

@@ -98,6 +98,7 @@ static struct {
 } ngx_http_monetize_outcomes[] = {
     { ngx_string("credits"), NGX_HTTP_MONETIZE_DEBIT_ADMITTED },
     { ngx_string("quota"), NGX_HTTP_MONETIZE_DEBIT_INCLUDED },
+    { ngx_string("overage"), NGX_HTTP_MONETIZE_DEBIT_OVERAGE },
     { ngx_string("insufficient_credits"), NGX_HTTP_MONETIZE_DEBIT_REFUSED },
     { ngx_string("quota_exceeded"), NGX_HTTP_MONETIZE_DEBIT_QUOTA_EXCEEDED },
     { ngx_string("key_revoked"), NGX_HTTP_MONETIZE_DEBIT_KEY_REVOKED },

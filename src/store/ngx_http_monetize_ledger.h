@@ -26,6 +26,9 @@ typedef void (*ngx_http_monetize_debit_pt)(ngx_http_monetize_debit_t *d);
 typedef enum {
     NGX_HTTP_MONETIZE_DEBIT_ADMITTED = 0,   /* paid with credits */
     NGX_HTTP_MONETIZE_DEBIT_INCLUDED,       /* covered by the plan's quota */
+    NGX_HTTP_MONETIZE_DEBIT_OVERAGE,        /* past the quota of a plan that
+                                               bills it (sql/015): no
+                                               credits, reported to Stripe */
     NGX_HTTP_MONETIZE_DEBIT_REFUSED,        /* the balance cannot pay (the
                                                quota, if any, is used up) */
     NGX_HTTP_MONETIZE_DEBIT_QUOTA_EXCEEDED, /* a free call past the quota:

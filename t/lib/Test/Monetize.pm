@@ -356,8 +356,8 @@ sub account {
 # back a debit of a voided call, in full; no debit is given back twice
 # (refund and write-off together); no void's reference was ever debited;
 # and every request id in served => [...] (those the upstream saw) was
-# admitted exactly once, debited or covered by the quota, and never
-# voided.
+# admitted exactly once, debited or covered by the quota (or past it, as
+# overage: sql/015), and never voided.
 sub reconcile {
     my (%o) = @_;
     my @served = @{$o{served} // []};
@@ -430,7 +430,7 @@ sub _reconcile {
     my @wrong = grep {
         my $c = $admitted{$_};
         !$c || $c->[2] ne 't'
-            || !($c->[1] eq 'quota' && $c->[3] == 0
+            || !($c->[1] =~ /^(?:quota|overage)\z/ && $c->[3] == 0
                  || $c->[1] eq 'credits' && $c->[3] == $c->[4])
     } @served;
     my %n;
