@@ -54,6 +54,7 @@ typedef struct {
     ngx_flag_t                    require_verified_email;
     ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
     ngx_str_t                     public_url;     /* the links' base */
+    ngx_str_t                     billing_return_url;  /* see billing.c */
 } ngx_http_monetize_main_conf_t;
 
 

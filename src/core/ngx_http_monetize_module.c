@@ -184,6 +184,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       0,
       NULL },
 
+    { ngx_string("monetize_billing_return_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_billing_return_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("monetize_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_monetize_api,
@@ -488,6 +495,10 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "monetize_smtp needs \"monetize_postgres\" and "
                            "\"monetize_public_url\" at http level");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_monetize_billing_init_conf(cf, mcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
