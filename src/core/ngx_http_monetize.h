@@ -23,6 +23,7 @@
 #include "ngx_http_monetize_meter.h"
 #include "ngx_http_monetize_redis.h"
 #include "ngx_http_monetize_mail.h"
+#include "ngx_http_monetize_stripe.h"
 
 
 typedef struct {
@@ -54,6 +55,7 @@ typedef struct {
     ngx_flag_t                    require_verified_email;
     ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
     ngx_str_t                     public_url;     /* the links' base */
+    ngx_http_monetize_stripe_conf_t  *stripe;     /* NULL: no Stripe */
     ngx_str_t                     billing_return_url;  /* see billing.c */
 } ngx_http_monetize_main_conf_t;
 
