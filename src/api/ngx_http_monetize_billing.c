@@ -106,7 +106,7 @@ ngx_http_monetize_purchase_credits_handler(ngx_http_request_t *r,
     rc = ngx_http_monetize_billing_begin(r, ctx,
                                          NGX_HTTP_MONETIZE_BILLING_PACK,
                                          "pack");
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
@@ -127,7 +127,7 @@ ngx_http_monetize_billing_checkout_handler(ngx_http_request_t *r,
     rc = ngx_http_monetize_billing_begin(r, ctx,
                                          NGX_HTTP_MONETIZE_BILLING_PLAN,
                                          "plan");
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
@@ -148,7 +148,7 @@ ngx_http_monetize_billing_portal_handler(ngx_http_request_t *r,
     rc = ngx_http_monetize_billing_begin(r, ctx,
                                          NGX_HTTP_MONETIZE_BILLING_PORTAL,
                                          NULL);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
@@ -181,7 +181,8 @@ ngx_http_monetize_billing_status_result(ngx_http_request_t *r,
  * What every POST checks before it asks anything: Stripe is configured
  * (else the endpoint is not served here: 404, as for an endpoint to come,
  * since no retry will help), the body names the item, and the client's
- * Idempotency-Key, if any, is one Stripe takes. NGX_OK, or the answer.
+ * Idempotency-Key, if any, is one Stripe takes. NGX_DECLINED: go on;
+ * otherwise what ends the request (the refusal sent).
  */
 
 static ngx_int_t
@@ -249,7 +250,7 @@ ngx_http_monetize_billing_begin(ngx_http_request_t *r,
 
     json_decref(fields);
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 
