@@ -461,10 +461,8 @@ ngx_http_monetize_billing_customer(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_module);
 
     if (ngx_http_monetize_stripe_customer(mcf->stripe, mcf->pg, r->pool,
-                                          r->connection->log,
-                                          &ctx->caller.user_id,
-                                          ngx_http_monetize_billing_customer_done,
-                                          r)
+            r->connection->log, &ctx->caller.user_id,
+            ngx_http_monetize_billing_customer_done, r)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
