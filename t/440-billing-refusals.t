@@ -133,7 +133,7 @@ for my $c ([POST => '/v1/purchase_credits', {pack => 'small'}],
     is $res->{status}, 401, '... with an unknown key: 401';
 }
 
-is_deeply [map { "$_->{method} $_->{path} " . ($_->{headers}{"Idempotency-Key"} // "") } $fake->requests], [],
+is_deeply [map { "$_->{method} $_->{path}" } $fake->requests], [],
     'no refusal asked Stripe anything';
 
 $res = call($ngx, GET => '/v1/plans');
@@ -151,13 +151,16 @@ $ngx->stop;
 my ($rc, $err) = Test::Monetize::nginx_t(
     config => 'location /v1/ { monetize_api; }', http_config => $stripe);
 isnt $rc, 0, 'monetize_stripe without a return URL: nginx -t fails';
-like $err, qr/\[emerg\].*"monetize_stripe" needs "monetize_public_url" or "monetize_billing_return_url"/,
+my $needs = '"monetize_stripe" needs "monetize_public_url" or '
+          . '"monetize_billing_return_url"';
+like $err, qr/\[emerg\].*\Q$needs\E/,
     '... naming what is missing';
 
 ($rc, $err) = Test::Monetize::nginx_t(
     config => 'location /v1/ { monetize_api; }',
     http_config => "$stripe\nmonetize_billing_return_url http://x/#y;");
-like $err, qr/\[emerg\].*monetize_billing_return_url: invalid URL "http:\/\/x\/#y"/,
+like $err,
+    qr{\[emerg\].*monetize_billing_return_url: invalid URL "http://x/#y"},
     'a return URL with a fragment: EMERG naming it';
 
 ($rc, $err) = Test::Monetize::nginx_t(
