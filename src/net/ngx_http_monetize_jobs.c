@@ -369,6 +369,7 @@ ngx_http_monetize_jobs_start(ngx_http_monetize_jobs_t *jr,
     run->expire.handler = ngx_http_monetize_jobs_expire;
     run->expire.data = job;
     run->expire.log = jr->log;
+    run->expire.cancelable = 1;     /* the lease brings it back */
 
     ngx_add_timer(&run->expire, NGX_HTTP_MONETIZE_JOBS_LEASE
                                 - NGX_HTTP_MONETIZE_JOBS_MARGIN);

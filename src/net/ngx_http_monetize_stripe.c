@@ -126,6 +126,7 @@ ngx_http_monetize_stripe_call(ngx_pool_t *pool, ngx_log_t *log,
     sc->backoff.handler = ngx_http_monetize_stripe_retry;
     sc->backoff.data = sc;
     sc->backoff.log = log;
+    /* not cancelable: a request's call ends (at most a minute) */
 
     return sc;
 }

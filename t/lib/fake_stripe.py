@@ -28,12 +28,16 @@
 #                                   subscriptions: the objects made
 #   POST /_fake/reset               forgets everything
 #   POST /_fake/fail {"path": "/v1/customers", "mode": "500" | "429" |
-#                     "409" | "400" | "402" | "404" | "hang" | "drop",
+#                     "409" | "400" | "402" | "404" | "hang" | "drop" |
+#                     "lost",
 #                     "times": N, "retry_after": S, "method": "POST"}
 #                                   the next N matching requests (path
 #                                   prefix) fail that way; "hang" never
 #                                   answers (until the client goes),
-#                                   "drop" closes without an answer
+#                                   "drop" closes without an answer,
+#                                   "lost" does the work (objects made,
+#                                   the idempotency key kept) and then
+#                                   closes without an answer
 #   GET  /_fake/event/{type}/{id}[?field=value...]
 #                                   a whole Stripe event about an object it
 #                                   made; a query overrides fields of
@@ -357,6 +361,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header('Content-Type', 'application/json')
         self.send_header('Content-Length', str(len(body)))
         self.send_header('Request-Id', 'req_' + secrets.token_hex(7))
+        # no keep-alive: libcurl retries a request itself on a reused
+        # connection that was dropped, which would blur what a test counts
+        self.send_header('Connection', 'close')
+        self.close_connection = True
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -434,7 +442,7 @@ class Handler(BaseHTTPRequestHandler):
                     fail = f
                     break
 
-        if fail:
+        if fail and fail['mode'] != 'lost':
             return self.fail(rec, fail)
 
         auth = self.headers.get('Authorization') or ''
@@ -466,8 +474,10 @@ class Handler(BaseHTTPRequestHandler):
                             'with.')
                         rec['status'] = st
                         return self.answer(st, obj)
-                    rec['status'] = seen['status']
                     rec['replayed'] = True
+                    if fail:
+                        return self.drop()
+                    rec['status'] = seen['status']
                     return self.answer(seen['status'], seen['obj'],
                                        {'Idempotent-Replayed': 'true'})
             st, obj = self.route(method, path, params)
@@ -475,7 +485,17 @@ class Handler(BaseHTTPRequestHandler):
                 STATE['idempotency'][key] = {'path': path, 'body': raw,
                                              'status': st, 'obj': obj}
             rec['status'] = st
+        if fail:
+            rec['status'] = None
+            return self.drop()
         return self.answer(st, obj)
+
+    def drop(self):
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def route(self, method, path, params):
         for m, p, fn in ROUTES:
@@ -492,12 +512,7 @@ class Handler(BaseHTTPRequestHandler):
     def fail(self, rec, f):
         mode = f['mode']
         if mode == 'drop':
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
+            return self.drop()
         if mode == 'hang':
             # until the client gives up (or ten minutes)
             self.close_connection = True

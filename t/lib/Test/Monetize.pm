@@ -2260,6 +2260,7 @@ sub restart {
 sub stop {
     my ($self) = @_;
     my $pid = delete $self->{pid} or return;
+    local $?;                       # at END, the file's exit status
     kill 'TERM', $pid;
     waitpid $pid, 0;
 }
