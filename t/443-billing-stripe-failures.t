@@ -129,8 +129,9 @@ $res = call(POST => '/v1/purchase_credits', $A, {pack => 'small'});
 is_deeply [$res->{status}, $res->{json}{error}{code}],
     [502, 'upstream_error'], 'Stripe refuses the request (401): 502';
 is scalar(@{sessions(sent())}), 1, '... asked once, never retried';
-like Test::Monetize::_slurp($ngx->error_log_file), qr/monetize: .*Stripe/i,
-    '... and the log says why';
+like Test::Monetize::_slurp($ngx->error_log_file),
+    qr{\[warn\].*stripe POST /v1/checkout/sessions: 401 .*invalid_request},
+    '... and the log says why (Stripe\'s error)';
 unlike Test::Monetize::_slurp($ngx->error_log_file), qr/sk_test_wrong/,
     '... without the secret key';
 unlike Test::Monetize::_slurp($ngx->error_log_file),
