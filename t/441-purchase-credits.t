@@ -130,6 +130,16 @@ is_deeply [$res->{status}, $res->{json}{error}{code}],
     [409, 'idempotency_conflict'],
     'the same Idempotency-Key for another pack: 409 idempotency_conflict';
 
+# The top_up_url of a 402 is this endpoint (monetize_top_up_url's default).
+$res = call(POST => '/v1/use_credit', $B, {amount => 1});
+my $top_up = $res->{json}{error}{top_up_url} // '';
+is_deeply [$res->{status}, $top_up],
+    [402, 'http://localhost/v1/purchase_credits'],
+    'a 402 names /v1/purchase_credits';
+(my $path = $top_up) =~ s{\Ahttps?://[^/]+}{};
+$res = call(POST => $path, $B, {pack => 'small'});
+is $res->{status}, 201, '... where the client buys a pack: 201';
+
 # A session token is a credential as a key is.
 Sessions::register($ngx, 'carol@example.com');
 my $token = Sessions::login($ngx, 'carol@example.com')->{json}{access_token};
