@@ -117,6 +117,20 @@ is_deeply [$res->{status}, $res->{json}{error}{code}],
 cmp_ok time - $t0, '<', 10, '... within its 3 tries of 1s and backoff';
 is scalar(@{sessions(sent())}), 3, '... 3 tries';
 
+# A client that goes away while Stripe hangs: nothing breaks.
+$fake->fail('/v1/checkout/sessions', 'hang', 3);
+$slow = $ngx->start_request('POST', '/v1/purchase_credits',
+    headers => [Authorization => "Bearer $A"], json => {pack => 'small'});
+my @got;
+Test::Monetize::wait_until(5, sub { push @got, sent(); @{sessions(@got)} });
+$slow->_finish('closed by the test');
+ok Test::Monetize::wait_until(10, sub {
+        push @got, sent(); @{sessions(@got)} >= 3 }),
+    'a client gone while Stripe hangs: its tries run out';
+$res = call(POST => '/v1/purchase_credits', $A, {pack => 'small'});
+is $res->{status}, 201, '... and the next purchase is served';
+sent();
+
 unlike Test::Monetize::_slurp($ngx->error_log_file), qr/sk_test_443/,
     'the secret key is never logged';
 unlike Test::Monetize::_slurp($ngx->error_log_file),
