@@ -13,15 +13,19 @@ use Test::Monetize;
 
 my $stripe = Test::Monetize::FakeStripe->start(key => 'sk_test_401');
 
+sub http_config {
+    my (%o) = @_;
+    return "monetize_bcrypt_cost 4;\n"
+            . 'monetize_stripe secret_key=' . ($o{key} // 'sk_test_401')
+            . ' api_base=' . $stripe->url . ' timeout=' . ($o{timeout} // '3s')
+            . ' tries=' . ($o{tries} // 3)
+            . ($o{version} ? " api_version=$o{version}" : '') . ';';
+}
+
 sub nginx {
     my (%o) = @_;
     return Test::Monetize::Nginx->start(
-        workers => $o{workers} // 1,
-        http_config => "monetize_bcrypt_cost 4;\n"
-            . 'monetize_stripe secret_key=sk_test_401'
-            . ' api_base=' . $stripe->url . ' timeout=' . ($o{timeout} // '3s')
-            . ' tries=' . ($o{tries} // 3)
-            . ($o{version} ? " api_version=$o{version}" : '') . ';',
+        workers => $o{workers} // 1, http_config => http_config(%o),
         config => 'location /v1/ { monetize_api; }');
 }
 
@@ -127,5 +131,28 @@ is $by{$_}, customer_of($_), '... the one stored' for @users;
 
 unlike $ngx->error_log_since($mark), qr/\[(alert|crit|emerg)\]|sk_test_401/,
     'no alert, no key in the log';
+
+# a wrong key: Stripe's 401 is logged, and the job waits for a fixed key
+# rather than failing for good
+$ngx->reload(http_config => http_config(key => 'sk_test_wrong_key'));
+$mark = $ngx->error_log_mark;
+$res = $ngx->request('POST', '/v1/register',
+    json => {email => 'wrongkey@example.com', password => 'correct horse'});
+$user = $res->{json}{user}{id};
+ok Test::Monetize::wait_until(20, sub {
+    my ($r) = Test::Monetize::psql(
+        q{SELECT attempts >= 1 AND last_error IS NOT NULL
+                 AND failed_at IS NULL AND done_at IS NULL
+            FROM jobs WHERE user_id = $1}, $user);
+    $r->[0] eq 't' }), 'a wrong key: the job is due again, not failed';
+like $ngx->error_log_since($mark),
+    qr/\[warn\].*stripe POST \/v1\/customers: 401 \(try 1 of 3\)/,
+    '... Stripe\'s 401 logged';
+unlike $ngx->error_log_since($mark), qr/sk_test_wrong_key/,
+    '... without the key';
+
+$ngx->reload(http_config => http_config());
+ok Test::Monetize::wait_until(30, sub { customer_of($user) }),
+    'with the key fixed, the customer is made';
 
 done_testing;

@@ -90,19 +90,20 @@ ngx_http_monetize_jobs_init_process(ngx_cycle_t *cycle,
 {
     void                           **field;
     ngx_str_t                        names[16];
-    ngx_uint_t                       i, n;
+    ngx_uint_t                       n;
     ngx_http_monetize_jobs_t        *jr;
+    ngx_http_monetize_job_kind_t    *k;
     ngx_http_monetize_main_conf_t   *mcf;
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
                                               ngx_http_monetize_module);
     n = 0;
 
-    for (i = 0; ngx_http_monetize_job_kinds[i].handler; i++) {
-        field = (void **) ((u_char *) mcf + ngx_http_monetize_job_kinds[i].conf);
+    for (k = ngx_http_monetize_job_kinds; k->handler; k++) {
+        field = (void **) ((u_char *) mcf + k->conf);
 
         if (*field && n < sizeof(names) / sizeof(names[0])) {
-            names[n++] = ngx_http_monetize_job_kinds[i].name;
+            names[n++] = k->name;
         }
     }
 

@@ -443,7 +443,8 @@ static void
 ngx_http_monetize_stripe_log_error(ngx_http_monetize_stripe_call_t *sc,
     ngx_uint_t level)
 {
-    size_t       len;
+    u_char       text[512];
+    size_t       i, len;
     json_t      *e;
     const char  *type, *code, *message;
 
@@ -472,14 +473,26 @@ ngx_http_monetize_stripe_log_error(ngx_http_monetize_stripe_call_t *sc,
            != NULL)
     {
         message = "(withheld: it quotes the key)";
+        len = ngx_strlen(message);
     }
+
+    /* one line of the log, whatever the message holds */
+
+    len = ngx_min(len, sizeof(text) - 1);
+
+    for (i = 0; i < len; i++) {
+        text[i] = ((u_char) message[i] < 0x20 || message[i] == '"')
+                  ? ' ' : (u_char) message[i];
+    }
+
+    text[len] = '\0';
 
     ngx_log_error(level, sc->log, 0,
                   "monetize: stripe %s %V: %ui (try %ui of %ui) "
                   "type=\"%s\" code=\"%s\" message=\"%s\"",
                   sc->method == NGX_HTTP_POST ? "POST" : "GET", &sc->path,
                   sc->status, sc->tries, sc->conf->tries, type, code,
-                  message);
+                  text);
 }
 
 
@@ -783,8 +796,11 @@ ngx_http_monetize_stripe_customer_made(ngx_http_monetize_stripe_call_t *sc)
     ngx_str_t                      s;
     ngx_http_monetize_pg_query_t  *q;
 
+    /* a key refused (401, 403) is the operator's to fix: not for good */
+
     if (sc->result != NGX_HTTP_MONETIZE_STRIPE_OK) {
-        cu->handler(cu->data, sc->result == NGX_HTTP_MONETIZE_STRIPE_REFUSED
+        cu->handler(cu->data, (sc->result == NGX_HTTP_MONETIZE_STRIPE_REFUSED
+                               && sc->status != 401 && sc->status != 403)
                               ? NGX_DECLINED : NGX_ERROR, NULL);
         return;
     }

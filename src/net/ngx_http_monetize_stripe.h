@@ -97,6 +97,7 @@ ngx_http_monetize_stripe_call_t *ngx_http_monetize_stripe_call(
 ngx_int_t ngx_http_monetize_stripe_param(ngx_http_monetize_stripe_call_t *sc,
     const char *name, ngx_str_t *value);
 
+/* NGX_ERROR: not started, and the handler is not called */
 ngx_int_t ngx_http_monetize_stripe_start(
     ngx_http_monetize_stripe_conf_t *conf,
     ngx_http_monetize_stripe_call_t *sc);
@@ -106,9 +107,12 @@ ngx_int_t ngx_http_monetize_stripe_start(
  * The user's one Stripe customer: users.stripe_customer_id, else made
  * (POST /v1/customers, Idempotency-Key "customer-<user_id>", the key of
  * the registration's job too, so both paths make the same one customer)
- * and stored once. handler(data, rc, &customer_id): rc NGX_OK, or
- * NGX_ERROR (503 for a request); called once, from an event, unless the
- * pool went first.
+ * and stored once. handler(data, rc, &customer_id): rc NGX_OK; NGX_ERROR
+ * (Stripe or PostgreSQL unavailable, or Stripe refused the key) or
+ * NGX_DECLINED (Stripe refused the customer with a 4xx, or the account is
+ * gone), both 503 for a request; called once, from an event, unless the
+ * pool went first. NGX_ERROR returned: not started, the handler is not
+ * called.
  */
 ngx_int_t ngx_http_monetize_stripe_customer(
     ngx_http_monetize_stripe_conf_t *conf, ngx_http_monetize_pg_pool_t *pg,
