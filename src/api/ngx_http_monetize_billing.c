@@ -554,52 +554,54 @@ ngx_http_monetize_billing_params(ngx_http_request_t *r,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_module);
 
-#define param(name, value)                                                    \
+    /* each field, or NGX_ERROR from here when it cannot be added */
+
+#define PARAM(name, value)                                                    \
     if (ngx_http_monetize_stripe_param(sc, name, value) != NGX_OK) {          \
         return NGX_ERROR;                                                     \
     }
 
-    param("customer", &b->customer);
+    PARAM("customer", &b->customer);
 
     if (b->kind == NGX_HTTP_MONETIZE_BILLING_PORTAL) {
         if (ngx_http_monetize_billing_url(r, &url, "billing") != NGX_OK) {
             return NGX_ERROR;
         }
 
-        param("return_url", &url);
+        PARAM("return_url", &url);
 
         return NGX_OK;
     }
 
-    param("client_reference_id", &ctx->caller.user_id);
-    param("metadata[user_id]", &ctx->caller.user_id);
+    PARAM("client_reference_id", &ctx->caller.user_id);
+    PARAM("metadata[user_id]", &ctx->caller.user_id);
 
     if (b->kind == NGX_HTTP_MONETIZE_BILLING_PACK) {
         ngx_str_set(&v, "payment");
-        param("mode", &v);
-        param("metadata[pack]", &b->item);
-        param("metadata[credits]", &b->credits);
+        PARAM("mode", &v);
+        PARAM("metadata[pack]", &b->item);
+        PARAM("metadata[credits]", &b->credits);
 
         if (b->price.data) {
-            param("line_items[0][price]", &b->price);
+            PARAM("line_items[0][price]", &b->price);
 
         } else {
-            param("line_items[0][price_data][currency]", &b->currency);
-            param("line_items[0][price_data][unit_amount]", &b->price_cents);
-            param("line_items[0][price_data][product_data][name]", &b->name);
+            PARAM("line_items[0][price_data][currency]", &b->currency);
+            PARAM("line_items[0][price_data][unit_amount]", &b->price_cents);
+            PARAM("line_items[0][price_data][product_data][name]", &b->name);
         }
 
     } else {
         ngx_str_set(&v, "subscription");
-        param("mode", &v);
-        param("metadata[plan]", &b->item);
-        param("subscription_data[metadata][user_id]", &ctx->caller.user_id);
-        param("subscription_data[metadata][plan]", &b->item);
-        param("line_items[0][price]", &b->price);
+        PARAM("mode", &v);
+        PARAM("metadata[plan]", &b->item);
+        PARAM("subscription_data[metadata][user_id]", &ctx->caller.user_id);
+        PARAM("subscription_data[metadata][plan]", &b->item);
+        PARAM("line_items[0][price]", &b->price);
     }
 
     ngx_str_set(&v, "1");
-    param("line_items[0][quantity]", &v);
+    PARAM("line_items[0][quantity]", &v);
 
     if (ngx_http_monetize_billing_url(r, &url,
             "billing?checkout=success&session_id={CHECKOUT_SESSION_ID}")
@@ -608,7 +610,7 @@ ngx_http_monetize_billing_params(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    param("success_url", &url);
+    PARAM("success_url", &url);
 
     if (ngx_http_monetize_billing_url(r, &url, "billing?checkout=cancel")
         != NGX_OK)
@@ -616,9 +618,9 @@ ngx_http_monetize_billing_params(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    param("cancel_url", &url);
+    PARAM("cancel_url", &url);
 
-#undef param
+#undef PARAM
 
     return NGX_OK;
 }
