@@ -65,6 +65,7 @@ typedef struct {
     time_t                        webhook_tolerance;
     ngx_msec_t                    overage_interval; /* between an account's
                                                      meter events */
+    ngx_str_t                     billing_return_url;  /* see billing.c */
 } ngx_http_monetize_main_conf_t;
 
 

@@ -215,6 +215,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       offsetof(ngx_http_monetize_main_conf_t, webhook_tolerance),
       NULL },
 
+    { ngx_string("monetize_billing_return_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_billing_return_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("monetize_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_monetize_api,
@@ -583,6 +590,10 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
                            "\"monetize_postgres\", and \"monetize_smtp\" or "
                            "\"monetize_notify\" to send its alerts",
                            mcf->low_balance);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_monetize_billing_init_conf(cf, mcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
