@@ -148,13 +148,22 @@ $ngx->stop;
 
 # --- the configuration -----------------------------------------------------
 
-my ($rc, $err) = Test::Monetize::nginx_t(
+# Without a return URL configured, Stripe sends the customer back to the
+# portal of the server the client called.
+$ngx = Test::Monetize::Nginx->start(
     config => 'location /v1/ { monetize_api; }', http_config => $stripe);
-isnt $rc, 0, 'monetize_stripe without a return URL: nginx -t fails';
-my $needs = '"monetize_stripe" needs "monetize_public_url" or '
-          . '"monetize_billing_return_url"';
-like $err, qr/\[emerg\].*\Q$needs\E/,
-    '... naming what is missing';
+my $before = () = $fake->requests;
+is call($ngx, POST => '/v1/purchase_credits', $A, {pack => 'small'},
+        Host => 'api.example:8443')->{status},
+    201, 'monetize_stripe without a return URL: a purchase opens a session';
+my ($session) = grep { $_->{path} eq '/v1/checkout/sessions' }
+                ($fake->requests)[$before .. $fake->requests - 1];
+is $session->{form}{cancel_url},
+    'http://api.example:8443/portal/#billing?checkout=cancel',
+    '... which returns to the portal of the host the client called';
+$ngx->stop;
+
+my ($rc, $err);
 
 ($rc, $err) = Test::Monetize::nginx_t(
     config => 'location /v1/ { monetize_api; }',

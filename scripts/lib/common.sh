@@ -86,8 +86,16 @@ monetize_wait_for() {
 monetize_node_deps() {
     local repo=$1 dir=$2/node
 
-    command -v npm >/dev/null \
-        || monetize_die "the tests need node and npm (Node.js 20)"
+    # the machine's Node.js when it has one, else Debian's
+    if ! command -v npm >/dev/null; then
+        ((EUID == 0)) \
+            || monetize_die "the tests need node and npm; install them as" \
+                            "root: apt-get install nodejs npm"
+        monetize_say "installing: nodejs npm"
+        apt-get update -q >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends nodejs npm >&2
+    fi
 
     if [[ -d $dir/node_modules ]] \
         && cmp -s "$repo/t/node/package-lock.json" "$dir/package-lock.json"

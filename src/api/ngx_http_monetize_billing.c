@@ -65,6 +65,8 @@ static ngx_int_t ngx_http_monetize_billing_session(ngx_http_request_t *r,
     ngx_http_monetize_billing_t *b);
 static ngx_int_t ngx_http_monetize_billing_params(ngx_http_request_t *r,
     ngx_http_monetize_billing_t *b, ngx_http_monetize_stripe_call_t *sc);
+static ngx_int_t ngx_http_monetize_billing_own_portal(ngx_http_request_t *r,
+    ngx_str_t *url);
 static ngx_int_t ngx_http_monetize_billing_url(ngx_http_request_t *r,
     ngx_str_t *url, const char *fragment);
 static void ngx_http_monetize_billing_stripe_done(
@@ -628,7 +630,8 @@ ngx_http_monetize_billing_params(ngx_http_request_t *r,
 
 /*
  * Where Stripe sends the customer back: monetize_billing_return_url, by
- * default <monetize_public_url>/portal/ (the portal's page), with the
+ * default <monetize_public_url>/portal/ (the portal's page), or without
+ * either this server's own /portal/ as the client called it, with the
  * fragment the portal reads (a fragment, so that the page is the same
  * static file whatever the outcome).
  */
@@ -639,12 +642,21 @@ ngx_http_monetize_billing_url(ngx_http_request_t *r, ngx_str_t *url,
 {
     u_char                         *p;
     size_t                          len;
-    ngx_str_t                      *base;
+    ngx_str_t                      *base, own;
     ngx_http_monetize_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
     base = &mcf->billing_return_url;
+
+    if (base->len == 0) {
+        if (ngx_http_monetize_billing_own_portal(r, &own) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        base = &own;
+    }
+
     len = ngx_strlen(fragment);
 
     url->data = ngx_pnalloc(r->pool, base->len + 1 + len);
@@ -660,6 +672,44 @@ ngx_http_monetize_billing_url(ngx_http_request_t *r, ngx_str_t *url,
     return NGX_OK;
 }
 
+
+/* $scheme://$monetize_host/portal/: the portal of the server called */
+
+static ngx_int_t
+ngx_http_monetize_billing_own_portal(ngx_http_request_t *r, ngx_str_t *url)
+{
+    u_char                     *p;
+    ngx_str_t                   name, scheme;
+    ngx_http_variable_value_t  *host;
+
+    ngx_str_set(&name, "monetize_host");
+
+    host = ngx_http_get_variable(r, &name, ngx_hash_key(name.data, name.len));
+    if (host == NULL || host->not_found) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&scheme, "http://");
+
+#if (NGX_HTTP_SSL)
+    if (r->connection->ssl) {
+        ngx_str_set(&scheme, "https://");
+    }
+#endif
+
+    url->data = ngx_pnalloc(r->pool, scheme.len + host->len
+                                     + sizeof("/portal/") - 1);
+    if (url->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(url->data, scheme.data, scheme.len);
+    p = ngx_cpymem(p, host->data, host->len);
+    p = ngx_cpymem(p, "/portal/", sizeof("/portal/") - 1);
+    url->len = p - url->data;
+
+    return NGX_OK;
+}
 
 static void
 ngx_http_monetize_billing_stripe_done(ngx_http_monetize_stripe_call_t *sc)
@@ -789,8 +839,8 @@ ngx_http_monetize_billing_return_url(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /*
  * At the end of the http block: with Stripe, the return URL is
- * monetize_billing_return_url, else <monetize_public_url>/portal/; one of
- * them is needed.
+ * monetize_billing_return_url, else <monetize_public_url>/portal/, else
+ * (empty) the portal of the server the client called.
  */
 
 char *
@@ -804,11 +854,7 @@ ngx_http_monetize_billing_init_conf(ngx_conf_t *cf,
     }
 
     if (mcf->public_url.data == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"monetize_stripe\" needs \"monetize_public_url\" "
-                           "or \"monetize_billing_return_url\": where Stripe "
-                           "sends the customer back");
-        return NGX_CONF_ERROR;
+        return NGX_CONF_OK;     /* the request's own, see billing_url */
     }
 
     p = ngx_pnalloc(cf->pool, mcf->public_url.len + sizeof("/portal/") - 1);
