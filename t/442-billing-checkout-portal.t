@@ -113,9 +113,15 @@ is call(GET => '/v1/billing/status', $A)->{json}{status}, 'past_due',
 Test::Monetize::psql("UPDATE subscriptions SET status = 'canceled',"
                      . " updated_at = now()");
 $res = call(GET => '/v1/billing/status', $A);
-is_deeply [@{$res->{json}}{qw(plan status)},
-           $res->{json}{cancel_at_period_end} ? 1 : 0],
-    ['free', 'canceled', 0], '... canceled: the free plan, status canceled';
+is_deeply [@{$res->{json}}{qw(plan status)}],
+    ['starter', 'canceled'],
+    '... canceled: its plan until the period ends, status canceled';
+
+Test::Monetize::psql("UPDATE subscriptions"
+                     . " SET current_period_end = now() - interval '1 second'");
+$res = call(GET => '/v1/billing/status', $A);
+is_deeply [@{$res->{json}}{qw(plan status)}], ['free', 'canceled'],
+    '... and once the period has ended, the free plan';
 
 unlike Test::Monetize::_slurp($ngx->error_log_file),
     qr/\[(?:alert|crit)\]|exited on signal/, 'no worker crashed, nothing alerted';
