@@ -545,7 +545,7 @@ function chart(days) {
                                   'data-date': d.date, 'data-value': v},
                          s('title', {}, d.date + ': ' + v + ' ' + k)));
         }
-        if (i % 7 === 0 || i === days.length - 1) {
+        if (i % 7 === 0 && i + 4 < days.length || i === days.length - 1) {
             svg.append(s('text', {x: x, y: H - 6}, d.date.slice(5)));
         }
     });
