@@ -31,7 +31,7 @@ Access-Control-Request-Headers: authorization, content-type
 Access-Control-Allow-Origin: https://app.example.com
 Access-Control-Allow-Credentials: true
 Access-Control-Allow-Methods: GET, POST, PATCH, PUT, DELETE
-Access-Control-Allow-Headers: Authorization, Content-Type, X-API-Key
+Access-Control-Allow-Headers: Authorization, Content-Type, X-API-Key, X-Monetize-CSRF
 Access-Control-Max-Age: 600
 Vary: Origin
 --- response_body

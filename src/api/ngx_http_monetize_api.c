@@ -106,6 +106,15 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("admin/audit"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_admin_audit_handler },
 
+    { ngx_string("admin/webhook_events"), NGX_HTTP_GET, 0, 1, 0,
+      ngx_http_monetize_admin_webhook_events_handler },
+
+    { ngx_string("admin/revenue"), NGX_HTTP_GET, 0, 1, 0,
+      ngx_http_monetize_admin_revenue_handler },
+
+    { ngx_string("admin/top_accounts"), NGX_HTTP_GET, 0, 1, 0,
+      ngx_http_monetize_admin_top_accounts_handler },
+
     { ngx_string("auth/register"), NGX_HTTP_POST, 1, 0, 1,
       ngx_http_monetize_register_handler },
 
@@ -129,6 +138,12 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
 
     { ngx_string("auth/resend-verification"), NGX_HTTP_POST, 1, 0, 1,
       ngx_http_monetize_resend_verification_handler },
+
+    { ngx_string("auth/forgot-password"), NGX_HTTP_POST, 1, 0, 1,
+      ngx_http_monetize_forgot_password_handler },
+
+    { ngx_string("auth/reset-password"), NGX_HTTP_POST, 1, 0, 1,
+      ngx_http_monetize_reset_password_handler },
 
     { ngx_null_string, 0, 0, 0, 0, NULL }
 };

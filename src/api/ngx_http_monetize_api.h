@@ -130,5 +130,24 @@ ngx_int_t ngx_http_monetize_verify_mail(ngx_http_request_t *r,
     ngx_str_t *token_hash, ngx_str_t *subject, ngx_str_t *text,
     ngx_str_t *html);
 
+/* one-use tokens of mails (verification, reset), see verify.c */
+#define NGX_HTTP_MONETIZE_TOKEN_RANDOM  32
+#define NGX_HTTP_MONETIZE_TOKEN_LEN     43      /* base64url, no padding */
+
+ngx_int_t ngx_http_monetize_email_token(ngx_http_request_t *r, u_char *buf,
+    ngx_str_t *token, ngx_str_t *token_hash);
+ngx_int_t ngx_http_monetize_email_token_hash(ngx_http_request_t *r,
+    ngx_str_t *token, ngx_str_t *hash);
+ngx_int_t ngx_http_monetize_forgot_password_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_reset_password_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_admin_webhook_events_handler(
+    ngx_http_request_t *r, ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_admin_revenue_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_admin_top_accounts_handler(
+    ngx_http_request_t *r, ngx_http_monetize_api_ctx_t *ctx);
+
 
 #endif /* _NGX_HTTP_MONETIZE_API_H_INCLUDED_ */

@@ -37,7 +37,7 @@ static ngx_str_t  ngx_http_monetize_cors_methods =
 
 /* what the API reads of a request beyond the CORS-safelisted headers */
 static ngx_str_t  ngx_http_monetize_cors_allow_headers =
-    ngx_string("Authorization, Content-Type, X-API-Key");
+    ngx_string("Authorization, Content-Type, X-API-Key, X-Monetize-CSRF");
 
 /* what a page may read of an answer beyond the CORS-safelisted headers */
 static ngx_str_t  ngx_http_monetize_cors_expose_headers =

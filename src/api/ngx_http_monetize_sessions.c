@@ -13,6 +13,7 @@
 #include "ngx_http_monetize_keys.h"
 #include "ngx_http_monetize_password.h"
 #include "ngx_http_monetize_validate.h"
+#include "ngx_http_monetize_portal_api.h"
 
 
 /*
@@ -39,6 +40,7 @@ typedef struct {
     ngx_http_monetize_new_key_t   next;          /* the refresh token made */
     unsigned                      verified:1;
     unsigned                      suspended:1;
+    unsigned                      from_cookie:1; /* refresh: the token's */
 } ngx_http_monetize_session_t;
 
 
@@ -320,7 +322,9 @@ ngx_http_monetize_session_pair(ngx_http_request_t *r,
         return ngx_http_monetize_api_backend_failed(r, q);
     }
 
-    if (ngx_http_monetize_jwt_issue(r, &s->user_id, &access) != NGX_OK) {
+    if (ngx_http_monetize_jwt_issue(r, &s->user_id, &access) != NGX_OK
+        || ngx_http_monetize_session_cookie_set(r, &s->next.key) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -465,6 +469,12 @@ ngx_http_monetize_session_closed(ngx_http_request_t *r,
         return ngx_http_monetize_api_backend_failed(r, q);
     }
 
+    /* the browser's copy goes with the session, whoever sent the token */
+
+    if (ngx_http_monetize_session_cookie_clear(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     r->headers_out.status = NGX_HTTP_NO_CONTENT;
     r->headers_out.content_length_n = 0;
     r->header_only = 1;
@@ -494,9 +504,9 @@ ngx_http_monetize_session_create(ngx_http_request_t *r,
 
 
 /*
- * The body's "refresh_token": its hash in "hash" and, made at the same
- * time, the next token of the family. NGX_OK, or NGX_DECLINED and what
- * ends the request in "answer".
+ * The body's "refresh_token" (or, without one, the session cookie's): its
+ * hash in "hash" and, made at the same time, the next token of the
+ * family. NGX_OK, or NGX_DECLINED and what ends the request in "answer".
  */
 
 static ngx_int_t
@@ -504,6 +514,7 @@ ngx_http_monetize_refresh_token(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_str_t *hash, ngx_int_t *answer)
 {
     json_t                         *fields;
+    ngx_int_t                       rc;
     ngx_http_monetize_session_t    *s;
     ngx_http_monetize_main_conf_t  *mcf;
 
@@ -527,11 +538,36 @@ ngx_http_monetize_refresh_token(ngx_http_request_t *r,
 
     if (ngx_http_monetize_field_ascii(ctx->body, fields, "refresh_token",
                                       NGX_HTTP_MONETIZE_KEY_MAX_LEN,
-                                      &s->refresh) == NGX_ERROR
-        || (s->refresh.data == NULL
-            && json_object_get(fields, "refresh_token") == NULL
-            && ngx_http_monetize_field_invalid(fields, "refresh_token",
-                                               "is required") == NGX_ERROR))
+                                      &s->refresh) == NGX_ERROR)
+    {
+        json_decref(fields);
+        *answer = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
+    }
+
+    if (s->refresh.data == NULL
+        && json_object_get(fields, "refresh_token") == NULL)
+    {
+        rc = ngx_http_monetize_session_cookie_get(r, &s->refresh);
+
+        if (rc == NGX_ABORT) {
+            json_decref(fields);
+            *answer = ngx_http_monetize_session_cookie_refused(r);
+            return NGX_DECLINED;
+        }
+
+        if (rc == NGX_OK) {
+            s->from_cookie = 1;
+
+        } else {
+            ngx_str_null(&s->refresh);
+        }
+    }
+
+    if (s->refresh.data == NULL
+        && json_object_get(fields, "refresh_token") == NULL
+        && ngx_http_monetize_field_invalid(fields, "refresh_token",
+                                           "is required") == NGX_ERROR)
     {
         json_decref(fields);
         *answer = NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -628,6 +664,20 @@ ngx_http_monetize_invalid_credentials(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_monetize_invalid_refresh(ngx_http_request_t *r, const char *why)
 {
+    ngx_http_monetize_api_ctx_t  *ctx;
+    ngx_http_monetize_session_t  *s;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_module);
+    s = ctx->data;
+
+    /* a cookie that will never work again is dropped */
+
+    if (s->from_cookie
+        && ngx_http_monetize_session_cookie_clear(r) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return ngx_http_monetize_send_error(r, NGX_HTTP_UNAUTHORIZED,
                                         "invalid_token", "%s", why);
 }

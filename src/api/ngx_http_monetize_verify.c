@@ -24,10 +24,6 @@
  */
 
 
-#define NGX_HTTP_MONETIZE_TOKEN_RANDOM  32
-#define NGX_HTTP_MONETIZE_TOKEN_LEN     43      /* base64url, no padding */
-
-
 typedef struct {
     ngx_str_t                          token_hash;
     ngx_str_t                          subject;
@@ -57,18 +53,17 @@ static const char  ngx_http_monetize_resend_sql[] =
 
 
 /*
- * A new token for "email", its hash, and the mail that carries it. The
- * token exists only in this mail's text (and so in its outbox row until
- * the mail is sent); it is never logged.
+ * A new one-use token for a mail (43 base64url characters, in "buf" of
+ * NGX_HTTP_MONETIZE_TOKEN_LEN + 1 bytes) and its keyed hash, which is all
+ * that is stored.
  */
 
 ngx_int_t
-ngx_http_monetize_verify_mail(ngx_http_request_t *r, ngx_str_t *token_hash,
-    ngx_str_t *subject, ngx_str_t *text, ngx_str_t *html)
+ngx_http_monetize_email_token(ngx_http_request_t *r, u_char *buf,
+    ngx_str_t *token, ngx_str_t *token_hash)
 {
     u_char                          rnd[NGX_HTTP_MONETIZE_TOKEN_RANDOM];
-    u_char                          buf[NGX_HTTP_MONETIZE_TOKEN_LEN + 1];
-    ngx_str_t                       token, raw;
+    ngx_str_t                       raw;
     ngx_http_monetize_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
@@ -81,9 +76,11 @@ ngx_http_monetize_verify_mail(ngx_http_request_t *r, ngx_str_t *token_hash,
 
     raw.data = rnd;
     raw.len = sizeof(rnd);
-    token.data = buf;
+    token->data = buf;
 
-    ngx_encode_base64url(&token, &raw);
+    ngx_encode_base64url(token, &raw);
+
+    ngx_explicit_memzero(rnd, sizeof(rnd));
 
     token_hash->data = ngx_pnalloc(r->pool, NGX_HTTP_MONETIZE_KEY_HASH_LEN);
     if (token_hash->data == NULL) {
@@ -92,11 +89,94 @@ ngx_http_monetize_verify_mail(ngx_http_request_t *r, ngx_str_t *token_hash,
 
     token_hash->len = NGX_HTTP_MONETIZE_KEY_HASH_LEN;
 
-    if (ngx_http_monetize_key_hash(&mcf->key_secret, &token,
-                                   token_hash->data)
-        != NGX_OK)
-    {
+    return ngx_http_monetize_key_hash(&mcf->key_secret, token,
+                                      token_hash->data);
+}
+
+
+/*
+ * The keyed hash of a token given back by a client. NGX_DECLINED: it
+ * cannot be one of ours (length, alphabet), and nothing is looked up.
+ */
+
+ngx_int_t
+ngx_http_monetize_email_token_hash(ngx_http_request_t *r, ngx_str_t *token,
+    ngx_str_t *hash)
+{
+    u_char                         *p, *last;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    if (token->len != NGX_HTTP_MONETIZE_TOKEN_LEN) {
+        return NGX_DECLINED;
+    }
+
+    last = token->data + token->len;
+
+    for (p = token->data; p < last; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')
+              || (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_'))
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    hash->data = ngx_pnalloc(r->pool, NGX_HTTP_MONETIZE_KEY_HASH_LEN);
+    if (hash->data == NULL) {
         return NGX_ERROR;
+    }
+
+    hash->len = NGX_HTTP_MONETIZE_KEY_HASH_LEN;
+
+    return ngx_http_monetize_key_hash(&mcf->key_secret, token, hash->data);
+}
+
+
+/*
+ * A new token for "email", its hash, and the mail that carries it. The
+ * token exists only in this mail's text (and so in its outbox row until
+ * the mail is sent); it is never logged. The link opens the API's own
+ * page, or the portal's where monetize_portal_url is set (the portal
+ * posts the token to POST /auth/verify-email).
+ */
+
+ngx_int_t
+ngx_http_monetize_verify_mail(ngx_http_request_t *r, ngx_str_t *token_hash,
+    ngx_str_t *subject, ngx_str_t *text, ngx_str_t *html)
+{
+    u_char                         *buf;
+    ngx_str_t                       token, link;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    buf = ngx_pnalloc(r->pool, NGX_HTTP_MONETIZE_TOKEN_LEN + 1);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_monetize_email_token(r, buf, &token, token_hash) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    link.len = sizeof("/v1/auth/verify-email?token=") - 1
+               + ngx_max(mcf->public_url.len, mcf->portal_url.len)
+               + token.len;
+    link.data = ngx_pnalloc(r->pool, link.len);
+    if (link.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (mcf->portal_url.len) {
+        link.len = ngx_sprintf(link.data, "%V#verify?token=%V",
+                               &mcf->portal_url, &token)
+                   - link.data;
+
+    } else {
+        link.len = ngx_sprintf(link.data, "%V/v1/auth/verify-email?token=%V",
+                               &mcf->public_url, &token)
+                   - link.data;
     }
 
     ngx_str_set(subject, "Confirm your email address");
@@ -104,13 +184,13 @@ ngx_http_monetize_verify_mail(ngx_http_request_t *r, ngx_str_t *token_hash,
     text->len = sizeof("Hello,\n\n"
                        "please confirm the email address of your account "
                        "by opening this link:\n\n"
-                       "/v1/auth/verify-email?token=\n\n"
+                       "\n\n"
                        "or by sending this token to POST "
                        "/v1/auth/verify-email:\n\n"
                        "\n\n"
                        "The link works once, for 24 hours. If you did not "
                        "make an account, ignore this mail.\n")
-                + mcf->public_url.len + 2 * token.len;
+                + link.len + token.len;
 
     text->data = ngx_pnalloc(r->pool, text->len);
     if (text->data == NULL) {
@@ -121,20 +201,20 @@ ngx_http_monetize_verify_mail(ngx_http_request_t *r, ngx_str_t *token_hash,
                             "Hello,\n\n"
                             "please confirm the email address of your "
                             "account by opening this link:\n\n"
-                            "%V/v1/auth/verify-email?token=%V\n\n"
+                            "%V\n\n"
                             "or by sending this token to POST "
                             "/v1/auth/verify-email:\n\n"
                             "%V\n\n"
                             "The link works once, for 24 hours. If you did "
                             "not make an account, ignore this mail.\n",
-                            &mcf->public_url, &token, &token)
+                            &link, &token)
                 - text->data;
 
     html->len = sizeof("<!DOCTYPE html>\n<html><body>\n"
                        "<p>Hello,</p>\n"
                        "<p>please confirm the email address of your account "
                        "by opening this link:</p>\n"
-                       "<p><a href=\"/v1/auth/verify-email?token=\">"
+                       "<p><a href=\"\">"
                        "Confirm my address</a></p>\n"
                        "<p>or by sending this token to POST "
                        "/v1/auth/verify-email:</p>\n"
@@ -142,21 +222,21 @@ ngx_http_monetize_verify_mail(ngx_http_request_t *r, ngx_str_t *token_hash,
                        "<p>The link works once, for 24 hours. If you did not "
                        "make an account, ignore this mail.</p>\n"
                        "</body></html>\n")
-                + mcf->public_url.len + 2 * token.len;
+                + link.len + token.len;
 
     html->data = ngx_pnalloc(r->pool, html->len);
     if (html->data == NULL) {
         return NGX_ERROR;
     }
 
-    /* the URL was checked at configuration: nothing in it needs escaping */
+    /* the URLs were checked at configuration: nothing needs escaping */
 
     html->len = ngx_sprintf(html->data,
                             "<!DOCTYPE html>\n<html><body>\n"
                             "<p>Hello,</p>\n"
                             "<p>please confirm the email address of your "
                             "account by opening this link:</p>\n"
-                            "<p><a href=\"%V/v1/auth/verify-email?token=%V\">"
+                            "<p><a href=\"%V\">"
                             "Confirm my address</a></p>\n"
                             "<p>or by sending this token to POST "
                             "/v1/auth/verify-email:</p>\n"
@@ -165,11 +245,10 @@ ngx_http_monetize_verify_mail(ngx_http_request_t *r, ngx_str_t *token_hash,
                             "did not make an account, ignore this "
                             "mail.</p>\n"
                             "</body></html>\n",
-                            &mcf->public_url, &token, &token)
+                            &link, &token)
                 - html->data;
 
-    ngx_explicit_memzero(buf, sizeof(buf));
-    ngx_explicit_memzero(rnd, sizeof(rnd));
+    ngx_explicit_memzero(buf, NGX_HTTP_MONETIZE_TOKEN_LEN + 1);
 
     return NGX_OK;
 }
@@ -219,36 +298,16 @@ static ngx_int_t
 ngx_http_monetize_verify_token(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_str_t *token)
 {
-    u_char                         *p, *last;
-    ngx_str_t                       hash;
-    ngx_http_monetize_main_conf_t  *mcf;
+    ngx_int_t  rc;
+    ngx_str_t  hash;
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+    rc = ngx_http_monetize_email_token_hash(r, token, &hash);
 
-    if (token->len != NGX_HTTP_MONETIZE_TOKEN_LEN) {
+    if (rc == NGX_DECLINED) {
         return ngx_http_monetize_verify_answer(r, 0);
     }
 
-    last = token->data + token->len;
-
-    for (p = token->data; p < last; p++) {
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')
-              || (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_'))
-        {
-            return ngx_http_monetize_verify_answer(r, 0);
-        }
-    }
-
-    hash.data = ngx_pnalloc(r->pool, NGX_HTTP_MONETIZE_KEY_HASH_LEN);
-    if (hash.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    hash.len = NGX_HTTP_MONETIZE_KEY_HASH_LEN;
-
-    if (ngx_http_monetize_key_hash(&mcf->key_secret, token, hash.data)
-        != NGX_OK)
-    {
+    if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

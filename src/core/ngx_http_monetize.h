@@ -55,6 +55,7 @@ typedef struct {
     ngx_flag_t                    require_verified_email;
     ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
     ngx_str_t                     public_url;     /* the links' base */
+    ngx_str_t                     portal_url;     /* the portal's links */
 } ngx_http_monetize_main_conf_t;
 
 
@@ -62,6 +63,7 @@ typedef struct {
     ngx_array_t                  *cors_origins;   /* of ngx_str_t; NULL:
                                                      off */
     ngx_http_monetize_portal_t   *portal;         /* monetize_portal */
+    ngx_uint_t                    session_cookie; /* see session_cookie.c */
 } ngx_http_monetize_loc_conf_t;
 
 

@@ -13,6 +13,7 @@
 #include "ngx_http_monetize_jwt.h"
 #include "ngx_http_monetize_keystore.h"
 #include "ngx_http_monetize_outbox.h"
+#include "ngx_http_monetize_portal_api.h"
 
 
 /*
@@ -202,6 +203,20 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_monetize_cors_origins,
       NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_session_cookie"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_monetize_session_cookie_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_portal_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_portal_url_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
@@ -978,6 +993,7 @@ ngx_http_monetize_create_loc_conf(ngx_conf_t *cf)
     }
 
     lcf->cors_origins = NGX_CONF_UNSET_PTR;
+    lcf->session_cookie = NGX_CONF_UNSET_UINT;
 
     return lcf;
 }
@@ -990,6 +1006,8 @@ ngx_http_monetize_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_monetize_loc_conf_t *conf = child;
 
     ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
+    ngx_conf_merge_uint_value(conf->session_cookie, prev->session_cookie,
+                              NGX_HTTP_MONETIZE_SESSION_COOKIE_OFF);
 
     return NGX_CONF_OK;
 }
