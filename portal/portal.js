@@ -4,10 +4,10 @@
  * forbids inline script and style, and text never goes through innerHTML).
  *
  * Sessions: the access token lives in this closure only (never in
- * localStorage). The refresh token is the API's HttpOnly cookie when
- * monetize_session_cookie is on (then the API leaves it out of the body,
- * and a refresh sends X-Monetize-CSRF); where the API returns it in the
- * body, it is kept in memory too, so a reload asks for a new login.
+ * storage). The refresh token is the API's HttpOnly SameSite=Strict cookie
+ * (monetize_session_cookie on the API's location), which no script here
+ * can read: the body's copy is ignored, and a refresh or a logout sends
+ * X-Monetize-CSRF. A reload finds the session again through the cookie.
  */
 'use strict';
 
@@ -16,11 +16,11 @@
 const API = document.querySelector('meta[name="monetize-api"]').content;
 
 let access = null;          /* the access token */
-let refreshToken = null;    /* only when the API gives it in the body */
 let refreshing = null;      /* one refresh at a time: a spent token reused
                                would revoke the whole family */
 let me = null;              /* GET /me, for the nav and the dashboard */
 let wanted = null;          /* the route asked for before logging in */
+let notice = null;          /* said once the next page is drawn */
 
 const main = document.getElementById('main');
 const statusBox = document.getElementById('status');
@@ -166,6 +166,8 @@ const WORDS = {
                    + 'expired. Ask for a new one.',
     token_expired: 'Your session has ended. Please log in again.',
     forbidden: 'This page is for operators only.',
+    csrf_failed: 'The session could not be renewed from this page. '
+                 + 'Please log in again.',
     backend_unavailable: 'The service is unavailable for a moment. '
                          + 'Please try again shortly.',
     not_found: 'This is not available on this server.',
@@ -239,18 +241,14 @@ async function raw(method, path, body, auth) {
 
 function takeTokens(json) {
     access = json.access_token;
-    if (json.refresh_token) {
-        refreshToken = json.refresh_token;
-    }
 }
 
-/* a new pair from the refresh token (cookie or memory); false if none */
+/* a new pair from the cookie; false if there is no session */
 function refresh() {
     if (!refreshing) {
         refreshing = (async () => {
             try {
-                const r = await raw('POST', 'auth/refresh',
-                    refreshToken ? {refresh_token: refreshToken} : {});
+                const r = await raw('POST', 'auth/refresh', {});
                 if (r.status === 200 && r.json && r.json.access_token) {
                     takeTokens(r.json);
                     return true;
@@ -259,7 +257,6 @@ function refresh() {
                     throw new ApiError(r.status, r.json);
                 }
                 access = null;
-                refreshToken = null;
                 return false;
             } finally {
                 refreshing = null;
@@ -285,14 +282,11 @@ async function api(method, path, body) {
     return r.json;
 }
 
-function loggedOut(message) {
+function loggedOut(message, kind) {
     access = null;
-    refreshToken = null;
     me = null;
     nav();
-    if (message) {
-        say(message, 'error');
-    }
+    notice = message ? [message, kind || 'error'] : null;
     if (location.hash !== '#login') {
         location.hash = '#login';
     }
@@ -764,32 +758,6 @@ function userActions(u) {
                                   grant));
 }
 
-/* an answer whose shape this page does not fix: its lists as tables, its
-   numbers and words as a list */
-function generic(r) {
-    const out = [];
-    const facts = [];
-    for (const [k, v] of Object.entries(r || {})) {
-        const label = k.replace(/_/g, ' ');
-        if (Array.isArray(v)) {
-            const cols = [...new Set(v.flatMap(o => o && typeof o === 'object'
-                                                    ? Object.keys(o) : []))];
-            out.push(h('h2', {}, label.charAt(0).toUpperCase()
-                                 + label.slice(1)),
-                cols.length
-                    ? table(cols.map(c => ({title: c.replace(/_/g, ' '),
-                                            get: o => show(o[c])})), v)
-                    : h('p', {}, v.map(show).join(', ') || 'None.'));
-        } else if (k !== 'next') {
-            facts.push(stat(label, show(v)));
-        }
-    }
-    if (facts.length) {
-        out.unshift(h('dl', {class: 'stats'}, facts));
-    }
-    return out;
-}
-
 function show(v) {
     if (v === null || v === undefined) {
         return '—';
@@ -804,13 +772,6 @@ function show(v) {
     return String(v);
 }
 
-function adminPage(title, path) {
-    return async () => {
-        const r = await api('GET', path);
-        view(title, ...generic(r));
-    };
-}
-
 async function pageAudit() {
     const r = await api('GET', 'admin/audit?limit=100');
     view('Audit log',
@@ -821,6 +782,65 @@ async function pageAudit() {
                {title: 'Details', get: e => show(e.details)},
                {title: 'Address', get: e => e.address || '—'}],
               r.entries || [], 'The log is empty.'));
+}
+
+
+async function pageWebhooks(params) {
+    const st = params.get('status') || '';
+    const filter = h('select', {id: 'wh-status', 'aria-label':
+                                'Which events'},
+        [['', 'all events'], ['applied', 'applied'], ['pending',
+         'received, not applied']].map(([v, t]) =>
+            h('option', {value: v, selected: v === st}, t)));
+    filter.addEventListener('change', () => {
+        location.hash = '#admin/webhooks' + (filter.value ? '?status='
+                                             + filter.value : '');
+    });
+    const r = await api('GET', 'admin/webhook_events?limit=100'
+                               + (st ? '&status=' + st : ''));
+    view('Webhook events', h('div', {class: 'card'}, filter),
+        table([{title: 'Received', get: e => when(e.received_at)},
+               {title: 'Provider', get: e => e.provider},
+               {title: 'Type', get: e => e.type},
+               {title: 'Event', get: e => h('code', {}, e.id)},
+               {title: 'State', get: e => e.status},
+               {title: 'Applied', get: e => when(e.processed_at)}],
+              r.events || [], 'No events.'));
+}
+
+async function pageRevenue() {
+    const r = await api('GET', 'admin/revenue');
+    const sold = r.credits_sold || {};
+    view('Revenue',
+        h('dl', {class: 'stats'},
+            stat('Credits sold this month', sold.this_month ?? 0),
+            stat('Credits sold ever', sold.all_time ?? 0),
+            (r.mrr || []).length
+                ? (r.mrr || []).map(m => stat('Monthly recurring revenue',
+                      money(m.amount_cents, m.currency)))
+                : stat('Monthly recurring revenue', money(0, 'usd'))),
+        h('h2', {}, 'Subscriptions by plan'),
+        table([{title: 'Plan', get: x => x.plan},
+               {title: 'State', get: x => x.status},
+               {title: 'Subscriptions', num: true, get: x => x.count}],
+              r.subscriptions || [], 'No subscriptions.'));
+}
+
+async function pageTop(params) {
+    const days = params.get('days') || '30';
+    const pick = h('select', {id: 'top-days', 'aria-label': 'Period'},
+        ['1', '7', '30', '90'].map(d => h('option', {value: d, selected:
+            d === days}, 'last ' + d + (d === '1' ? ' day' : ' days'))));
+    pick.addEventListener('change', () => {
+        location.hash = '#admin/top?days=' + pick.value;
+    });
+    const r = await api('GET', 'admin/top_accounts?limit=20&days='
+                               + encodeURIComponent(days));
+    view('Top accounts', h('div', {class: 'card'}, pick),
+        table([{title: 'Account', get: x => x.email},
+               {title: 'Calls', num: true, get: x => x.calls},
+               {title: 'Credits', num: true, get: x => x.credits}],
+              r.accounts || [], 'No calls in this period.'));
 }
 
 
@@ -837,13 +857,9 @@ const PAGES = {
     billing: {page: pageBilling, auth: true},
     'admin/users': {page: pageUsers, auth: true, admin: true},
     'admin/audit': {page: pageAudit, auth: true, admin: true},
-    'admin/webhooks': {page: adminPage('Webhook events',
-                                       'admin/webhook_events'),
-                       auth: true, admin: true},
-    'admin/revenue': {page: adminPage('Revenue', 'admin/revenue'),
-                      auth: true, admin: true},
-    'admin/top': {page: adminPage('Top accounts', 'admin/top_accounts'),
-                  auth: true, admin: true},
+    'admin/webhooks': {page: pageWebhooks, auth: true, admin: true},
+    'admin/revenue': {page: pageRevenue, auth: true, admin: true},
+    'admin/top': {page: pageTop, auth: true, admin: true},
 };
 
 function nav() {
@@ -891,18 +907,19 @@ async function route() {
     nav();
     await p.page(params);
     nav();
+    if (notice) {
+        say(...notice);
+        notice = null;
+    }
 }
 
 document.getElementById('logout').addEventListener('click', ev =>
     attempt(ev.currentTarget, async () => {
-        const r = await raw('POST', 'auth/logout',
-                            refreshToken ? {refresh_token: refreshToken}
-                                         : {});
+        const r = await raw('POST', 'auth/logout', {});
         if (r.status >= 500) {
             throw new ApiError(r.status, r.json);
         }
-        loggedOut();
-        say('You are logged out.');
+        loggedOut('You are logged out.', 'ok');
     }));
 
 document.querySelector('.skip').addEventListener('click', ev => {

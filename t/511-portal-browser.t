@@ -1,9 +1,11 @@
 # The portal in headless Chromium (t/lib/portal_browser.py): a new customer
-# signs up, opens the link of the mail, logs in, creates a key, calls the
-# gated API with it (outside the browser), sees the calls in the chart,
-# stays logged in past the access token's life, rotates and revokes the
-# key, logs out; an operator grants credits and suspends the account, and
-# the customer's next gated call is refused. Every page is checked as
+# signs up, opens the link of the mail, resets the password through the
+# mail, logs in, creates a key, calls the gated API with it (outside the
+# browser), sees the calls in the chart, stays logged in past the access
+# token's life (the refresh token in its HttpOnly cookie), rotates and
+# revokes the key; a stolen refresh token reused revokes the family and the
+# browser must log in again; logs out. An operator grants credits and
+# suspends the account, and the customer's next gated call is refused. Every page is checked as
 # valid HTML and saved as screenshots (desktop and phone) under the test's
 # directory; the console must show no CSP violation.
 
@@ -27,10 +29,11 @@ my $ngx = Test::Monetize::Nginx->start(
         . 'monetize_smtp smtp://127.0.0.1:' . $smtp->port
         . " from=noreply\@example.com timeout=5s;\n"
         . "monetize_public_url http://127.0.0.1:$port;\n"
+        . "monetize_portal_url http://127.0.0.1:$port/portal/;\n"
         . 'monetize_cache zone=keys:1m ttl=3600s;',
     api_limit => $Sessions::NO_LIMIT,
     config => <<'CONF');
-    location /v1/ { monetize_api; }
+    location /v1/ { monetize_api; monetize_session_cookie on insecure; }
     location /portal/ { monetize_portal "title=Example API"; }
     location /api/ {
         monetize_gate on;
