@@ -52,6 +52,9 @@ my $backend = Test::Monetize::Backend->start(sub {
 
 my ($port, $demo) = (Test::Monetize::free_port(), Test::Monetize::free_port());
 my $smtp = Test::Monetize::Smtp->start;
+# the demo's Stripe, as scripts/run starts it, on a port of this test's
+my $stripe = Test::Monetize::FakeStripe->start(
+    key => 'sk_test_demo_placeholder_0000000000');
 my $conf = do { local (@ARGV, $/) = $example; <> };
 my %subst = (
     'port=5433' => "port=$ENV{MONETIZE_PG_PORT}",
@@ -61,6 +64,7 @@ my %subst = (
     'server 127.0.0.1:8081' => 'server 127.0.0.1:' . $backend->port,
     'listen 127.0.0.1:8081' => "listen 127.0.0.1:$demo",
     'smtp://127.0.0.1:2525' => 'smtp://127.0.0.1:' . $smtp->port,
+    'api_base=http://127.0.0.1:12111' => 'api_base=' . $stripe->url,
 );
 for my $from (sort keys %subst) {
     my $n = $conf =~ s/\Q$from\E/$subst{$from}/g;
@@ -141,6 +145,21 @@ my @seen = map { [$_->{path}, $_->{headers}{authorization},
 is_deeply \@seen, [['/api/authorization', undef, undef, $user],
                    ['/api/x-api-key', undef, undef, $user]],
     'the upstream saw neither key, and X-User-Id';
+
+# Credits are bought through the example's Stripe: a Checkout Session at
+# the fake, for the account's customer, that returns to the portal's page
+$res = $ngx->request('POST', '/v1/purchase_credits',
+                     headers => [Authorization => "Bearer $key"],
+                     json => {pack => 'small'});
+is $res->{status}, 201, 'POST /v1/purchase_credits on the example: 201'
+    or diag $res->{body};
+like $res->{json}{checkout_url} // '', qr{\A\Q${\ $stripe->url}\E/pay/cs_},
+    '... a checkout URL at the example\'s Stripe';
+my ($session) = grep { $_->{path} eq '/v1/checkout/sessions' }
+                $stripe->requests;
+like $session->{form}{success_url} // '',
+    qr{\Ahttp://127\.0\.0\.1:8080/portal/#billing\?checkout=success},
+    '... returning to the portal on the example\'s public URL';
 
 # A registration's verification mail reaches the example's mail server
 $res = $ngx->request('POST', '/v1/register',

@@ -3,7 +3,7 @@
 # must not be kept: the next GET /plans shows the change.
 #
 # The race is held, not hoped for: with monetize.test_hold on (in the
-# connection's options), monetize_plans_json() (sql/006_keys.sql) takes
+# connection's options), monetize_plans_json() (sql/016_billing.sql) takes
 # advisory lock 60062 after it read the plans; a psql session holds it.
 
 use strict;

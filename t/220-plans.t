@@ -20,8 +20,9 @@ is_deeply [map { $_->{id} } @{$res->{json}{plans}}],
 is_deeply $res->{json}{plans}[0],
     {id => 'free', name => 'Free', price_cents => 0, currency => 'usd',
      interval => 'month', monthly_quota => 100,
-     rate_limit => {requests_per_second => 2, burst => 5}},
-    'a plan as the contract shows it';
+     rate_limit => {requests_per_second => 2, burst => 5},
+     buyable => JSON::PP::false},
+    'a plan as the contract shows it (not buyable: no Stripe)';
 is $res->{json}{plans}[3]{monthly_quota}, undef, 'enterprise: no quota (null)';
 is_deeply [map { [$_->{id}, $_->{credits}] } @{$res->{json}{credit_packs}}],
     [[small => 1000], [medium => 10000], [large => 100000]],

@@ -12,6 +12,7 @@
 #include "ngx_http_monetize_keys.h"
 #include "ngx_http_monetize_password.h"
 #include "ngx_http_monetize_outbox.h"
+#include "ngx_http_monetize_jobs.h"
 
 
 /*
@@ -236,6 +237,7 @@ ngx_http_monetize_register_result(ngx_http_request_t *r,
     }
 
     ngx_http_monetize_outbox_wake();
+    ngx_http_monetize_jobs_wake();
 
     return ngx_http_monetize_send_json(r, NGX_HTTP_CREATED,
                json_pack("{s:{s:s%,s:s%,s:b},s:s%,s:s%,s:I}",

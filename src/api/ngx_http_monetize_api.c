@@ -79,6 +79,18 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("keys/{id}/rotate"), NGX_HTTP_POST, 1, 1, 0,
       ngx_http_monetize_keys_rotate_handler },
 
+    { ngx_string("purchase_credits"), NGX_HTTP_POST, 1, 1, 0,
+      ngx_http_monetize_purchase_credits_handler },
+
+    { ngx_string("billing/checkout"), NGX_HTTP_POST, 1, 1, 0,
+      ngx_http_monetize_billing_checkout_handler },
+
+    { ngx_string("billing/portal"), NGX_HTTP_POST, 1, 1, 0,
+      ngx_http_monetize_billing_portal_handler },
+
+    { ngx_string("billing/status"), NGX_HTTP_GET, 0, 1, 0,
+      ngx_http_monetize_billing_status_handler },
+
     { ngx_string("usage"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_usage_handler },
 

@@ -33,9 +33,9 @@ static ngx_int_t ngx_http_monetize_plans_send(ngx_http_request_t *r,
     ngx_str_t *json);
 
 
-/* in sql/006_keys.sql */
+/* in sql/016_billing.sql; $1: whether Stripe is configured ("buyable") */
 static const char  ngx_http_monetize_plans_sql[] =
-    "SELECT monetize_plans_json()";
+    "SELECT monetize_plans_json($1)";
 
 
 /* per worker: the answer, and the plans_version it was made at */
@@ -46,12 +46,20 @@ ngx_int_t
 ngx_http_monetize_plans_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx)
 {
+    ngx_str_t                         stripe;
     ngx_uint_t                       *version;
     ngx_http_monetize_main_conf_t    *mcf;
     ngx_http_monetize_plans_cache_t  *pc;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
     pc = &ngx_http_monetize_plans_cache;
+
+    if (mcf->stripe) {
+        ngx_str_set(&stripe, "true");
+
+    } else {
+        ngx_str_set(&stripe, "false");
+    }
 
     if (pc->json.data && pc->version == mcf->plans_version
         && ngx_http_monetize_pg_listening(mcf->pg))
@@ -67,8 +75,9 @@ ngx_http_monetize_plans_handler(ngx_http_request_t *r,
     *version = mcf->plans_version;
     ctx->data = version;
 
-    return ngx_http_monetize_api_query(r, ngx_http_monetize_plans_sql, NULL,
-                                       0, ngx_http_monetize_plans_result);
+    return ngx_http_monetize_api_query(r, ngx_http_monetize_plans_sql,
+                                       &stripe, 1,
+                                       ngx_http_monetize_plans_result);
 }
 
 

@@ -24,6 +24,7 @@
 #include "ngx_http_monetize_redis.h"
 #include "ngx_http_monetize_mail.h"
 #include "ngx_http_monetize_portal.h"
+#include "ngx_http_monetize_stripe.h"
 
 
 typedef struct {
@@ -56,6 +57,8 @@ typedef struct {
     ngx_http_monetize_smtp_t     *smtp;           /* mail, see outbox */
     ngx_str_t                     public_url;     /* the links' base */
     ngx_str_t                     portal_url;     /* the portal's links */
+    ngx_http_monetize_stripe_conf_t  *stripe;     /* NULL: no Stripe */
+    ngx_str_t                     billing_return_url;  /* see billing.c */
 } ngx_http_monetize_main_conf_t;
 
 

@@ -14,6 +14,7 @@
 #include "ngx_http_monetize_keystore.h"
 #include "ngx_http_monetize_outbox.h"
 #include "ngx_http_monetize_portal_api.h"
+#include "ngx_http_monetize_jobs.h"
 
 
 /*
@@ -178,9 +179,23 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       0,
       NULL },
 
+    { ngx_string("monetize_stripe"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_monetize_stripe_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("monetize_public_url"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_monetize_public_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_billing_return_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_billing_return_url,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -351,6 +366,12 @@ ngx_http_monetize_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (mcf && mcf->pg
+        && ngx_http_monetize_jobs_init_process(cycle, mcf->pg) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -377,6 +398,7 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_monetize_outbox_exit();
+    ngx_http_monetize_jobs_exit();
     ngx_http_monetize_curl_exit();
 }
 
@@ -510,6 +532,17 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "monetize_smtp needs \"monetize_postgres\" and "
                            "\"monetize_public_url\" at http level");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->stripe && mcf->pg == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_stripe needs \"monetize_postgres\" at "
+                           "http level");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_monetize_billing_init_conf(cf, mcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

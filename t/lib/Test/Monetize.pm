@@ -132,6 +132,17 @@ file started are stopped then, even when the test dies.
                                     # ->dir, ->mails (raw texts, in order),
                                     # ->wait_mails($n, $seconds), ->stop,
                                     # ->restart (same port)
+  my $stripe = Test::Monetize::FakeStripe->start(key => 'sk_test_x');
+                                    # t/lib/fake_stripe.py on a free port:
+                                    # ->port, ->url (for api_base=), ->key,
+                                    # ->requests (every /v1/ request:
+                                    # {method, path, headers, form, status,
+                                    # at}), ->objects('customers'),
+                                    # ->fail(path, mode, times, %o) (mode
+                                    # 500|429|409|400|402|404|hang|drop),
+                                    # ->reset, ->event($type, $id, %over)
+                                    # (a hashref; ->event_json: its text),
+                                    # ->stop, ->restart (same port)
   Test::Monetize::redis_cli(@args)  output (lines in list context); Redis
                                     too is shared: use keys of your own
   Test::Monetize::nginx_t(%conf)    (exit code, output) of nginx -t
@@ -2203,5 +2214,112 @@ sub port { $_[0]{port} }
 sub dir { $_[0]{dir} }
 
 END { $_->stop for @Sinks }
+
+
+# ===========================================================================
+
+package Test::Monetize::FakeStripe;
+
+# Stripe's API, faked: t/lib/fake_stripe.py on loopback. Stopped at END.
+
+use strict;
+use warnings;
+use IO::Socket::INET;
+
+my @Fakes;
+
+sub start {
+    my ($class, %o) = @_;
+    my $self = bless { dir => $o{dir} // Test::Monetize::new_dir('stripe'),
+                       port => $o{port} // Test::Monetize::free_port(),
+                       key => $o{key} // 'sk_test_monetize' },
+                     $class;
+    push @Fakes, $self;
+    $self->restart;
+    return $self;
+}
+
+sub restart {
+    my ($self) = @_;
+    my $pid = fork // die "fork: $!\n";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$self->{dir}/stripe.log";
+        open STDERR, '>&', \*STDOUT;
+        { exec '/usr/bin/python3', 't/lib/fake_stripe.py',
+               '--port', $self->{port}, '--key', $self->{key} };
+        POSIX::_exit(127);
+    }
+    $self->{pid} = $pid;
+    Test::Monetize::wait_until(10, sub {
+        IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                              PeerPort => $self->{port}) })
+        or die "the fake Stripe on $self->{port} does not answer\n";
+    return $self;
+}
+
+sub stop {
+    my ($self) = @_;
+    my $pid = delete $self->{pid} or return;
+    local $?;                       # at END, the file's exit status
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+}
+
+sub port { $_[0]{port} }
+sub key { $_[0]{key} }
+sub url { "http://127.0.0.1:$_[0]{port}" }
+
+sub _call {
+    my ($self, $method, $path, $body) = @_;
+    my %o = (method => $method, path => $path);
+    $o{json} = $body if defined $body;
+    my $res = Test::Monetize::HTTP->new(
+        port => $self->{port}, timeout => 10,
+        raw => Test::Monetize::_build_request(%o))->wait;
+    die "fake Stripe $method $path: " . ($res->{error} // $res->{status})
+        . "\n" if $res->{error};
+    return $res;
+}
+
+sub requests {
+    my ($self) = @_;
+    return @{ $self->_call(GET => '/_fake/requests')->{json} };
+}
+
+sub objects {
+    my ($self, $kind) = @_;
+    return @{ $self->_call(GET => "/_fake/objects/$kind")->{json} };
+}
+
+sub fail {
+    my ($self, $path, $mode, $times, %o) = @_;
+    $self->_call(POST => '/_fake/fail',
+                 { %o, path => $path, mode => "$mode",
+                   times => $times // 1 });
+}
+
+sub reset { $_[0]->_call(POST => '/_fake/reset') }
+
+sub event_json {
+    my ($self, $type, $id, %over) = @_;
+    my $q = join '&', map { "$_=" . _escape($over{$_}) } sort keys %over;
+    my $res = $self->_call(GET => "/_fake/event/$type/$id"
+                                  . ($q ? "?$q" : ''));
+    die "fake Stripe: no event $type for $id\n" if $res->{status} != 200;
+    return $res->{body};
+}
+
+sub event {
+    my ($self, @args) = @_;
+    return JSON::PP->new->utf8->decode($self->event_json(@args));
+}
+
+sub _escape {
+    my ($s) = @_;
+    $s =~ s/([^A-Za-z0-9\-_.~])/sprintf('%%%02X', ord $1)/ge;
+    return $s;
+}
+
+END { $_->stop for @Fakes }
 
 1;

@@ -1,0 +1,1094 @@
+
+/*
+ * Copyright (C) nginx-monetize authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_monetize.h"
+#include "ngx_http_monetize_stripe.h"
+
+
+/*
+ * The Stripe client, as Stripe's own libraries call its API: form-encoded
+ * requests, a Bearer key, a pinned Stripe-Version, an Idempotency-Key on
+ * every POST (the same on every try, so a retry never makes a second
+ * object), and retries with a jittered exponential backoff on what may
+ * pass (no answer, 409, 429, 5xx), never on another 4xx. Each try is a
+ * transfer of the outbound client on the worker's events.
+ */
+
+
+#define NGX_HTTP_MONETIZE_STRIPE_VERSION     "2024-06-20"
+#define NGX_HTTP_MONETIZE_STRIPE_BACKOFF     500       /* the first, ms */
+#define NGX_HTTP_MONETIZE_STRIPE_BACKOFF_MAX 5000
+#define NGX_HTTP_MONETIZE_STRIPE_RETRY_MAX   60000     /* of Retry-After */
+#define NGX_HTTP_MONETIZE_STRIPE_ANSWER_MAX  (1024 * 1024)
+
+
+typedef struct {
+    ngx_http_monetize_stripe_conf_t   *conf;
+    ngx_http_monetize_pg_pool_t       *pg;
+    ngx_pool_t                        *pool;
+    ngx_log_t                         *log;
+    ngx_str_t                          user_id;    /* NUL-terminated */
+    ngx_str_t                          customer;   /* NUL-terminated */
+    void                             (*handler)(void *data, ngx_int_t rc,
+                                          ngx_str_t *customer_id);
+    void                              *data;
+} ngx_http_monetize_stripe_customer_t;
+
+
+static ngx_int_t ngx_http_monetize_stripe_try(
+    ngx_http_monetize_stripe_call_t *sc);
+static void ngx_http_monetize_stripe_answered(ngx_http_monetize_curl_t *t,
+    CURLcode rc);
+static void ngx_http_monetize_stripe_finish(
+    ngx_http_monetize_stripe_call_t *sc, ngx_uint_t result);
+static void ngx_http_monetize_stripe_log_error(
+    ngx_http_monetize_stripe_call_t *sc, ngx_uint_t level);
+static void ngx_http_monetize_stripe_retry(ngx_event_t *ev);
+static void ngx_http_monetize_stripe_cleanup(void *data);
+static size_t ngx_http_monetize_stripe_write(char *buf, size_t size,
+    size_t nitems, void *data);
+static size_t ngx_http_monetize_stripe_header(char *buf, size_t size,
+    size_t nitems, void *data);
+static u_char *ngx_http_monetize_stripe_escape(u_char *dst, u_char *src,
+    size_t len, ngx_uint_t name);
+static char *ngx_http_monetize_stripe_cstr(ngx_pool_t *pool, ngx_str_t *s);
+
+static void ngx_http_monetize_stripe_customer_read(
+    ngx_http_monetize_pg_query_t *q);
+static void ngx_http_monetize_stripe_customer_made(
+    ngx_http_monetize_stripe_call_t *sc);
+static void ngx_http_monetize_stripe_customer_stored(
+    ngx_http_monetize_pg_query_t *q);
+static void ngx_http_monetize_stripe_customer_job_done(void *data,
+    ngx_int_t rc, ngx_str_t *customer_id);
+
+
+ngx_http_monetize_stripe_call_t *
+ngx_http_monetize_stripe_call(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_uint_t method, const char *path, ngx_str_t *idempotency_key)
+{
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_monetize_stripe_call_t  *sc;
+
+    if (method != NGX_HTTP_GET && method != NGX_HTTP_POST) {
+        return NULL;
+    }
+
+    if (method == NGX_HTTP_POST
+        && (idempotency_key == NULL || idempotency_key->len == 0))
+    {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "monetize: a Stripe POST %s without an idempotency "
+                      "key", path);
+        return NULL;
+    }
+
+    sc = ngx_pcalloc(pool, sizeof(ngx_http_monetize_stripe_call_t));
+    if (sc == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_monetize_stripe_cleanup;
+    cln->data = sc;
+
+    sc->pool = pool;
+    sc->log = log;
+    sc->method = method;
+    sc->path.data = (u_char *) path;
+    sc->path.len = ngx_strlen(path);
+
+    if (idempotency_key) {
+        sc->idempotency_key.data = (u_char *)
+            ngx_http_monetize_stripe_cstr(pool, idempotency_key);
+        if (sc->idempotency_key.data == NULL) {
+            return NULL;
+        }
+
+        sc->idempotency_key.len = idempotency_key->len;
+    }
+
+    if (ngx_array_init(&sc->form, pool, 8, sizeof(ngx_str_t)) != NGX_OK) {
+        return NULL;
+    }
+
+    sc->backoff.handler = ngx_http_monetize_stripe_retry;
+    sc->backoff.data = sc;
+    sc->backoff.log = log;
+    /* not cancelable: a request's call ends (at most a minute) */
+
+    return sc;
+}
+
+
+/*
+ * One field, "name=value", percent-encoded as Stripe's libraries do: the
+ * brackets of nested names ("metadata[user_id]", "line_items[0][price]")
+ * stay as they are.
+ */
+
+ngx_int_t
+ngx_http_monetize_stripe_param(ngx_http_monetize_stripe_call_t *sc,
+    const char *name, ngx_str_t *value)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_str_t  *f;
+
+    len = ngx_strlen(name);
+
+    f = ngx_array_push(&sc->form);
+    if (f == NULL) {
+        return NGX_ERROR;
+    }
+
+    f->data = ngx_pnalloc(sc->pool, 3 * (len + value->len) + 1);
+    if (f->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_http_monetize_stripe_escape(f->data, (u_char *) name, len, 1);
+    *p++ = '=';
+    p = ngx_http_monetize_stripe_escape(p, value->data, value->len, 0);
+
+    f->len = p - f->data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_monetize_stripe_start(ngx_http_monetize_stripe_conf_t *conf,
+    ngx_http_monetize_stripe_call_t *sc)
+{
+    CURL               *e;
+    u_char             *p;
+    size_t              len;
+    ngx_str_t          *f;
+    ngx_uint_t          i;
+    struct curl_slist  *h;
+
+    if (conf == NULL) {
+        ngx_log_error(NGX_LOG_ERR, sc->log, 0,
+                      "monetize: Stripe is not configured "
+                      "(monetize_stripe)");
+        return NGX_ERROR;
+    }
+
+    sc->conf = conf;
+
+    /* the form: the body of a POST, the query of a GET */
+
+    len = 0;
+    f = sc->form.elts;
+
+    for (i = 0; i < sc->form.nelts; i++) {
+        len += f[i].len + 1;
+    }
+
+    sc->body.data = ngx_pnalloc(sc->pool, len + 1);
+    if (sc->body.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = sc->body.data;
+
+    for (i = 0; i < sc->form.nelts; i++) {
+        if (i) {
+            *p++ = '&';
+        }
+
+        p = ngx_cpymem(p, f[i].data, f[i].len);
+    }
+
+    *p = '\0';
+    sc->body.len = p - sc->body.data;
+
+    len = conf->api_base.len + sc->path.len + 1 + sc->body.len + 1;
+
+    sc->url.data = ngx_pnalloc(sc->pool, len);
+    if (sc->url.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(sc->url.data, conf->api_base.data, conf->api_base.len);
+    p = ngx_cpymem(p, sc->path.data, sc->path.len);
+
+    if (sc->method == NGX_HTTP_GET && sc->body.len) {
+        *p++ = '?';
+        p = ngx_cpymem(p, sc->body.data, sc->body.len);
+    }
+
+    *p = '\0';
+    sc->url.len = p - sc->url.data;
+
+    sc->curl = ngx_http_monetize_curl_create(sc->pool, sc->log);
+    if (sc->curl == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* libcurl copies each line: the key stays in conf's memory only */
+
+    h = curl_slist_append(NULL, (char *) conf->auth.data);
+    h = h ? curl_slist_append(h, (char *) conf->version_header.data) : NULL;
+    h = h ? curl_slist_append(h, "User-Agent: nginx-monetize") : NULL;
+    h = h ? curl_slist_append(h, "Accept: application/json") : NULL;
+    h = h ? curl_slist_append(h, "Expect:") : NULL;
+
+    if (h && sc->method == NGX_HTTP_POST) {
+        h = curl_slist_append(h, "Content-Type: "
+                                 "application/x-www-form-urlencoded");
+
+        p = ngx_pnalloc(sc->pool, sizeof("Idempotency-Key: ")
+                                  + sc->idempotency_key.len);
+        if (p == NULL) {
+            curl_slist_free_all(h);
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(p, "Idempotency-Key: %V%Z", &sc->idempotency_key);
+
+        h = h ? curl_slist_append(h, (char *) p) : NULL;
+    }
+
+    h = ngx_http_monetize_curl_list(sc->curl, h);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    e = sc->curl->easy;
+
+    if (curl_easy_setopt(e, CURLOPT_URL, sc->url.data) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https")
+           != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_HTTPHEADER, h) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_WRITEFUNCTION,
+                            ngx_http_monetize_stripe_write)
+           != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_WRITEDATA, sc) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_HEADERFUNCTION,
+                            ngx_http_monetize_stripe_header)
+           != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_HEADERDATA, sc) != CURLE_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, sc->log, 0, "monetize: curl_easy_setopt() "
+                      "failed");
+        return NGX_ERROR;
+    }
+
+    if (sc->method == NGX_HTTP_POST) {
+        if (curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK
+            || curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE,
+                                (long) sc->body.len)
+               != CURLE_OK
+            || curl_easy_setopt(e, CURLOPT_POSTFIELDS, sc->body.data)
+               != CURLE_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, sc->log, 0,
+                          "monetize: curl_easy_setopt() failed");
+            return NGX_ERROR;
+        }
+    }
+
+    sc->curl->handler = ngx_http_monetize_stripe_answered;
+    sc->curl->data = sc;
+
+    return ngx_http_monetize_stripe_try(sc);
+}
+
+
+static ngx_int_t
+ngx_http_monetize_stripe_try(ngx_http_monetize_stripe_call_t *sc)
+{
+    sc->tries++;
+    sc->status = 0;
+    sc->answer_len = 0;
+    sc->retry_after = 0;
+    sc->should_retry = 0;
+
+    if (sc->json) {
+        json_decref(sc->json);
+        sc->json = NULL;
+    }
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, sc->log, 0,
+                   "monetize: stripe %s %V, try %ui of %ui",
+                   sc->method == NGX_HTTP_POST ? "POST" : "GET", &sc->path,
+                   sc->tries, sc->conf->tries);
+
+    return ngx_http_monetize_curl_start(sc->curl, sc->conf->timeout);
+}
+
+
+static void
+ngx_http_monetize_stripe_answered(ngx_http_monetize_curl_t *t, CURLcode rc)
+{
+    ngx_http_monetize_stripe_call_t *sc = t->data;
+
+    long          code;
+    ngx_msec_t    delay;
+    json_error_t  err;
+
+    code = 0;
+
+    if (rc == CURLE_OK) {
+        (void) curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+        sc->status = (ngx_uint_t) code;
+
+        if (sc->answer_len) {
+            sc->json = json_loadb((char *) sc->answer, sc->answer_len, 0,
+                                  &err);
+        }
+
+        if (code >= 200 && code < 300) {
+            if (sc->json == NULL) {
+                ngx_log_error(NGX_LOG_ERR, sc->log, 0,
+                              "monetize: stripe %s %V: %l without JSON",
+                              sc->method == NGX_HTTP_POST ? "POST" : "GET",
+                              &sc->path, code);
+                ngx_http_monetize_stripe_finish(sc,
+                                       NGX_HTTP_MONETIZE_STRIPE_UNAVAILABLE);
+                return;
+            }
+
+            ngx_http_monetize_stripe_finish(sc, NGX_HTTP_MONETIZE_STRIPE_OK);
+            return;
+        }
+
+        if (code >= 400 && code < 500 && code != 409 && code != 429) {
+            ngx_http_monetize_stripe_log_error(sc, NGX_LOG_WARN);
+            ngx_http_monetize_stripe_finish(sc,
+                                         NGX_HTTP_MONETIZE_STRIPE_REFUSED);
+            return;
+        }
+
+        ngx_http_monetize_stripe_log_error(sc, NGX_LOG_WARN);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, sc->log, 0,
+                      "monetize: stripe %s %V: no answer (try %ui of %ui): "
+                      "%s", sc->method == NGX_HTTP_POST ? "POST" : "GET",
+                      &sc->path, sc->tries, sc->conf->tries,
+                      t->error[0] ? t->error : curl_easy_strerror(rc));
+    }
+
+    /* Stripe's own word on a retry wins, as in its libraries */
+
+    if (sc->tries >= sc->conf->tries || sc->should_retry == 2) {
+        ngx_log_error(NGX_LOG_ERR, sc->log, 0,
+                      "monetize: stripe %s %V: unavailable after %ui tries",
+                      sc->method == NGX_HTTP_POST ? "POST" : "GET",
+                      &sc->path, sc->tries);
+        ngx_http_monetize_stripe_finish(sc,
+                                       NGX_HTTP_MONETIZE_STRIPE_UNAVAILABLE);
+        return;
+    }
+
+    /* exponential, halved at random: workers do not retry in step */
+
+    delay = NGX_HTTP_MONETIZE_STRIPE_BACKOFF << (sc->tries - 1);
+    delay = ngx_min(delay, NGX_HTTP_MONETIZE_STRIPE_BACKOFF_MAX);
+    delay = delay / 2 + (ngx_msec_t) ngx_random() % (delay / 2 + 1);
+
+    if (sc->retry_after > delay) {
+        delay = ngx_min(sc->retry_after,
+                        NGX_HTTP_MONETIZE_STRIPE_RETRY_MAX);
+    }
+
+    ngx_add_timer(&sc->backoff, delay);
+}
+
+
+static void
+ngx_http_monetize_stripe_retry(ngx_event_t *ev)
+{
+    ngx_http_monetize_stripe_call_t *sc = ev->data;
+
+    if (ngx_http_monetize_stripe_try(sc) != NGX_OK) {
+        ngx_http_monetize_stripe_finish(sc,
+                                       NGX_HTTP_MONETIZE_STRIPE_UNAVAILABLE);
+    }
+}
+
+
+static void
+ngx_http_monetize_stripe_finish(ngx_http_monetize_stripe_call_t *sc,
+    ngx_uint_t result)
+{
+    sc->result = result;
+    sc->done = 1;
+
+    sc->handler(sc);
+}
+
+
+/*
+ * Stripe's error object, {"error": {"type", "code", "message"}}: its
+ * message may quote what was sent, so a message naming the key is not
+ * logged.
+ */
+
+static void
+ngx_http_monetize_stripe_log_error(ngx_http_monetize_stripe_call_t *sc,
+    ngx_uint_t level)
+{
+    size_t       len;
+    json_t      *e;
+    const char  *type, *code, *message;
+
+    type = "";
+    code = "";
+    message = "";
+
+    e = sc->json ? json_object_get(sc->json, "error") : NULL;
+
+    if (json_is_object(e)) {
+        type = json_string_value(json_object_get(e, "type"));
+        code = json_string_value(json_object_get(e, "code"));
+        message = json_string_value(json_object_get(e, "message"));
+
+        type = type ? type : "";
+        code = code ? code : "";
+        message = message ? message : "";
+    }
+
+    len = ngx_strlen(message);
+
+    if (sc->conf->secret.len
+        && ngx_strlcasestrn((u_char *) message, (u_char *) message + len,
+                            sc->conf->secret.data,
+                            sc->conf->secret.len - 1)
+           != NULL)
+    {
+        message = "(withheld: it quotes the key)";
+    }
+
+    ngx_log_error(level, sc->log, 0,
+                  "monetize: stripe %s %V: %ui (try %ui of %ui) "
+                  "type=\"%s\" code=\"%s\" message=\"%s\"",
+                  sc->method == NGX_HTTP_POST ? "POST" : "GET", &sc->path,
+                  sc->status, sc->tries, sc->conf->tries, type, code,
+                  message);
+}
+
+
+/* the owner's pool goes: no retry, no handler */
+
+static void
+ngx_http_monetize_stripe_cleanup(void *data)
+{
+    ngx_http_monetize_stripe_call_t *sc = data;
+
+    if (sc->backoff.timer_set) {
+        ngx_del_timer(&sc->backoff);
+    }
+
+    if (sc->json) {
+        json_decref(sc->json);
+        sc->json = NULL;
+    }
+}
+
+
+static size_t
+ngx_http_monetize_stripe_write(char *buf, size_t size, size_t nitems,
+    void *data)
+{
+    ngx_http_monetize_stripe_call_t *sc = data;
+
+    u_char  *p;
+    size_t   n, cap;
+
+    n = size * nitems;
+
+    if (sc->answer_len + n > NGX_HTTP_MONETIZE_STRIPE_ANSWER_MAX) {
+        return 0;
+    }
+
+    if (sc->answer_len + n > sc->answer_cap) {
+        cap = ngx_max(2 * sc->answer_cap, sc->answer_len + n);
+        cap = ngx_max(cap, 4096);
+
+        p = ngx_pnalloc(sc->pool, cap);
+        if (p == NULL) {
+            return 0;
+        }
+
+        if (sc->answer_len) {
+            ngx_memcpy(p, sc->answer, sc->answer_len);
+        }
+
+        sc->answer = p;
+        sc->answer_cap = cap;
+    }
+
+    ngx_memcpy(sc->answer + sc->answer_len, buf, n);
+    sc->answer_len += n;
+
+    return n;
+}
+
+
+static size_t
+ngx_http_monetize_stripe_header(char *buf, size_t size, size_t nitems,
+    void *data)
+{
+    ngx_http_monetize_stripe_call_t *sc = data;
+
+    u_char     *p, *last;
+    size_t      n;
+    ngx_int_t   secs;
+
+    n = size * nitems;
+    p = (u_char *) buf;
+    last = p + n;
+
+    while (last > p && (last[-1] == '\r' || last[-1] == '\n'
+                        || last[-1] == ' '))
+    {
+        last--;
+    }
+
+    if (last - p > 12
+        && ngx_strncasecmp(p, (u_char *) "Retry-After:", 12) == 0)
+    {
+        p += 12;
+
+        while (p < last && *p == ' ') {
+            p++;
+        }
+
+        secs = ngx_atoi(p, last - p);
+
+        if (secs != NGX_ERROR) {
+            sc->retry_after = (ngx_msec_t) ngx_min(secs, 3600) * 1000;
+        }
+
+    } else if (last - p > 20
+               && ngx_strncasecmp(p, (u_char *) "Stripe-Should-Retry:", 20)
+                  == 0)
+    {
+        p += 20;
+
+        while (p < last && *p == ' ') {
+            p++;
+        }
+
+        if (last - p == 5 && ngx_strncmp(p, "false", 5) == 0) {
+            sc->should_retry = 2;
+
+        } else if (last - p == 4 && ngx_strncmp(p, "true", 4) == 0) {
+            sc->should_retry = 1;
+        }
+    }
+
+    return n;
+}
+
+
+static u_char *
+ngx_http_monetize_stripe_escape(u_char *dst, u_char *src, size_t len,
+    ngx_uint_t name)
+{
+    u_char          c;
+    static u_char   hex[] = "0123456789ABCDEF";
+
+    while (len--) {
+        c = *src++;
+
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+            || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'
+            || c == '~' || (name && (c == '[' || c == ']')))
+        {
+            *dst++ = c;
+            continue;
+        }
+
+        *dst++ = '%';
+        *dst++ = hex[c >> 4];
+        *dst++ = hex[c & 0xf];
+    }
+
+    return dst;
+}
+
+
+static char *
+ngx_http_monetize_stripe_cstr(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, s->len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s->data, s->len);
+    p[s->len] = '\0';
+
+    return (char *) p;
+}
+
+
+/*
+ * The customer: read, else made and stored once. Every step lives in the
+ * caller's pool, so a caller that goes takes the steps with it.
+ */
+
+ngx_int_t
+ngx_http_monetize_stripe_customer(ngx_http_monetize_stripe_conf_t *conf,
+    ngx_http_monetize_pg_pool_t *pg, ngx_pool_t *pool, ngx_log_t *log,
+    ngx_str_t *user_id,
+    void (*handler)(void *data, ngx_int_t rc, ngx_str_t *customer_id),
+    void *data)
+{
+    ngx_http_monetize_pg_query_t         *q;
+    ngx_http_monetize_stripe_customer_t  *cu;
+
+    if (conf == NULL || pg == NULL || user_id->len == 0) {
+        return NGX_ERROR;
+    }
+
+    cu = ngx_pcalloc(pool, sizeof(ngx_http_monetize_stripe_customer_t));
+    if (cu == NULL) {
+        return NGX_ERROR;
+    }
+
+    cu->conf = conf;
+    cu->pg = pg;
+    cu->pool = pool;
+    cu->log = log;
+    cu->handler = handler;
+    cu->data = data;
+
+    cu->user_id.data = (u_char *) ngx_http_monetize_stripe_cstr(pool,
+                                                                user_id);
+    if (cu->user_id.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    cu->user_id.len = user_id->len;
+
+    q = ngx_http_monetize_pg_query_create(pool, 1);
+    if (q == NULL) {
+        return NGX_ERROR;
+    }
+
+    q->sql = "SELECT stripe_customer_id, email, name"
+             "  FROM monetize_stripe_customer_get($1)";
+    q->params[0] = (char *) cu->user_id.data;
+    q->handler = ngx_http_monetize_stripe_customer_read;
+    q->data = cu;
+
+    return ngx_http_monetize_pg_send(pg, q);
+}
+
+
+static void
+ngx_http_monetize_stripe_customer_read(ngx_http_monetize_pg_query_t *q)
+{
+    ngx_http_monetize_stripe_customer_t *cu = q->data;
+
+    ngx_str_t                         id, email, name, key;
+    ngx_http_monetize_stripe_call_t  *sc;
+
+    if (q->status != NGX_HTTP_MONETIZE_PG_OK) {
+        if (q->status == NGX_HTTP_MONETIZE_PG_ERROR) {
+            ngx_http_monetize_pg_log_refused(cu->log, q);
+        }
+
+        cu->handler(cu->data, NGX_ERROR, NULL);
+        return;
+    }
+
+    if (PQntuples(q->result) == 0) {
+        /* the account is gone */
+        cu->handler(cu->data, NGX_DECLINED, NULL);
+        return;
+    }
+
+    if (ngx_http_monetize_pg_get_str(q, 0, 0, &id) == NGX_OK && id.len) {
+        cu->customer.data = (u_char *) ngx_http_monetize_stripe_cstr(
+                                                                cu->pool, &id);
+        if (cu->customer.data == NULL) {
+            cu->handler(cu->data, NGX_ERROR, NULL);
+            return;
+        }
+
+        cu->customer.len = id.len;
+        cu->handler(cu->data, NGX_OK, &cu->customer);
+        return;
+    }
+
+    if (ngx_http_monetize_pg_get_str(q, 0, 1, &email) != NGX_OK) {
+        ngx_str_null(&email);
+    }
+
+    if (ngx_http_monetize_pg_get_str(q, 0, 2, &name) != NGX_OK) {
+        ngx_str_null(&name);
+    }
+
+    /* the registration's job uses the same key: one customer either way */
+
+    key.data = ngx_pnalloc(cu->pool, sizeof("customer-") + cu->user_id.len);
+    if (key.data == NULL) {
+        cu->handler(cu->data, NGX_ERROR, NULL);
+        return;
+    }
+
+    key.len = ngx_sprintf(key.data, "customer-%V", &cu->user_id) - key.data;
+
+    sc = ngx_http_monetize_stripe_call(cu->pool, cu->log, NGX_HTTP_POST,
+                                       "/v1/customers", &key);
+
+    if (sc == NULL
+        || (email.len
+            && ngx_http_monetize_stripe_param(sc, "email", &email) != NGX_OK)
+        || (name.len
+            && ngx_http_monetize_stripe_param(sc, "name", &name) != NGX_OK)
+        || ngx_http_monetize_stripe_param(sc, "metadata[user_id]",
+                                          &cu->user_id)
+           != NGX_OK)
+    {
+        cu->handler(cu->data, NGX_ERROR, NULL);
+        return;
+    }
+
+    sc->handler = ngx_http_monetize_stripe_customer_made;
+    sc->data = cu;
+
+    if (ngx_http_monetize_stripe_start(cu->conf, sc) != NGX_OK) {
+        cu->handler(cu->data, NGX_ERROR, NULL);
+    }
+}
+
+
+static void
+ngx_http_monetize_stripe_customer_made(ngx_http_monetize_stripe_call_t *sc)
+{
+    ngx_http_monetize_stripe_customer_t *cu = sc->data;
+
+    const char                    *id;
+    ngx_str_t                      s;
+    ngx_http_monetize_pg_query_t  *q;
+
+    if (sc->result != NGX_HTTP_MONETIZE_STRIPE_OK) {
+        cu->handler(cu->data, sc->result == NGX_HTTP_MONETIZE_STRIPE_REFUSED
+                              ? NGX_DECLINED : NGX_ERROR, NULL);
+        return;
+    }
+
+    id = json_string_value(json_object_get(sc->json, "id"));
+
+    if (id == NULL || *id == '\0') {
+        ngx_log_error(NGX_LOG_ERR, cu->log, 0,
+                      "monetize: stripe POST /v1/customers: no \"id\" in "
+                      "the answer");
+        cu->handler(cu->data, NGX_ERROR, NULL);
+        return;
+    }
+
+    s.data = (u_char *) id;
+    s.len = ngx_strlen(id);
+
+    q = ngx_http_monetize_pg_query_create(cu->pool, 2);
+    if (q == NULL) {
+        cu->handler(cu->data, NGX_ERROR, NULL);
+        return;
+    }
+
+    q->params[0] = (char *) cu->user_id.data;
+    q->params[1] = ngx_http_monetize_stripe_cstr(cu->pool, &s);
+
+    if (q->params[1] == NULL) {
+        cu->handler(cu->data, NGX_ERROR, NULL);
+        return;
+    }
+
+    q->sql = "SELECT monetize_stripe_customer_set($1, $2)";
+    q->handler = ngx_http_monetize_stripe_customer_stored;
+    q->data = cu;
+
+    if (ngx_http_monetize_pg_send(cu->pg, q) != NGX_OK) {
+        cu->handler(cu->data, NGX_ERROR, NULL);
+    }
+}
+
+
+static void
+ngx_http_monetize_stripe_customer_stored(ngx_http_monetize_pg_query_t *q)
+{
+    ngx_http_monetize_stripe_customer_t *cu = q->data;
+
+    ngx_str_t  id;
+
+    if (q->status != NGX_HTTP_MONETIZE_PG_OK) {
+        if (q->status == NGX_HTTP_MONETIZE_PG_ERROR) {
+            ngx_http_monetize_pg_log_refused(cu->log, q);
+        }
+
+        /* Stripe keeps the key's answer: a retry stores the same one */
+        cu->handler(cu->data, NGX_ERROR, NULL);
+        return;
+    }
+
+    if (ngx_http_monetize_pg_get_str(q, 0, 0, &id) != NGX_OK || id.len == 0) {
+        cu->handler(cu->data, NGX_DECLINED, NULL);
+        return;
+    }
+
+    cu->customer.data = (u_char *) ngx_http_monetize_stripe_cstr(cu->pool,
+                                                                 &id);
+    if (cu->customer.data == NULL) {
+        cu->handler(cu->data, NGX_ERROR, NULL);
+        return;
+    }
+
+    cu->customer.len = id.len;
+
+    ngx_log_error(NGX_LOG_INFO, cu->log, 0,
+                  "monetize: user %V: Stripe customer %V", &cu->user_id,
+                  &cu->customer);
+
+    cu->handler(cu->data, NGX_OK, &cu->customer);
+}
+
+
+void
+ngx_http_monetize_stripe_customer_job(ngx_http_monetize_job_t *job)
+{
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                              ngx_http_monetize_module);
+
+    if (job->user_id.len == 0) {
+        ngx_http_monetize_job_done(job, NGX_DECLINED, "no user");
+        return;
+    }
+
+    if (ngx_http_monetize_stripe_customer(mcf->stripe, mcf->pg, job->pool,
+                                          job->log, &job->user_id,
+                                   ngx_http_monetize_stripe_customer_job_done,
+                                          job)
+        != NGX_OK)
+    {
+        ngx_http_monetize_job_done(job, NGX_AGAIN, "could not be started");
+    }
+}
+
+
+static void
+ngx_http_monetize_stripe_customer_job_done(void *data, ngx_int_t rc,
+    ngx_str_t *customer_id)
+{
+    ngx_http_monetize_job_t *job = data;
+
+    if (rc == NGX_OK) {
+        ngx_http_monetize_job_done(job, NGX_OK, NULL);
+
+    } else if (rc == NGX_DECLINED) {
+        ngx_http_monetize_job_done(job, NGX_DECLINED,
+                                   "Stripe refused the customer, or the "
+                                   "account is gone");
+
+    } else {
+        ngx_http_monetize_job_done(job, NGX_AGAIN,
+                                   "Stripe or PostgreSQL unavailable");
+    }
+}
+
+
+/*
+ * monetize_stripe secret_key=SECRET|env:NAME [api_base=URL] [timeout=T]
+ *     [api_version=V] [tries=N]
+ */
+
+char *
+ngx_http_monetize_stripe_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_monetize_main_conf_t *mcf = conf;
+
+    char                             *rv;
+    u_char                           *p, *last;
+    ngx_str_t                        *value, s, secret;
+    ngx_int_t                         n;
+    ngx_uint_t                        i;
+    ngx_http_monetize_stripe_conf_t  *sc;
+
+    if (mcf->stripe) {
+        return "is duplicate";
+    }
+
+    sc = ngx_pcalloc(cf->pool, sizeof(ngx_http_monetize_stripe_conf_t));
+    if (sc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_str_set(&sc->api_base, "https://api.stripe.com");
+    ngx_str_set(&sc->api_version, NGX_HTTP_MONETIZE_STRIPE_VERSION);
+    sc->timeout = 30000;
+    sc->tries = 3;
+    ngx_str_null(&secret);
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "secret_key=", 11) == 0
+            && value[i].len > 11)
+        {
+            s.data = value[i].data + 11;
+            s.len = value[i].len - 11;
+
+            rv = ngx_http_monetize_conf_secret(cf, &s, &secret);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "api_base=", 9) == 0) {
+            s.data = value[i].data + 9;
+            s.len = value[i].len - 9;
+
+            while (s.len && s.data[s.len - 1] == '/') {
+                s.len--;
+            }
+
+            if (!((s.len > 7 && ngx_strncmp(s.data, "http://", 7) == 0)
+                  || (s.len > 8 && ngx_strncmp(s.data, "https://", 8) == 0))
+                || ngx_strlchr(s.data, s.data + s.len, '?')
+                || ngx_strlchr(s.data, s.data + s.len, ' '))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "monetize_stripe: invalid \"%V\", give "
+                                   "api_base=https://host[:port]",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            sc->api_base = s;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            sc->timeout = ngx_parse_time(&s, 0);
+
+            if (sc->timeout == (ngx_msec_t) NGX_ERROR || sc->timeout == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "monetize_stripe: invalid \"%V\", give a "
+                                   "time such as timeout=30s", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "api_version=", 12) == 0) {
+            s.data = value[i].data + 12;
+            s.len = value[i].len - 12;
+
+            last = s.data + s.len;
+
+            for (p = s.data; p < last; p++) {
+                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')
+                      || (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '.'
+                      || *p == '_'))
+                {
+                    break;
+                }
+            }
+
+            if (s.len == 0 || s.len > 64 || p != last) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "monetize_stripe: invalid \"%V\", give a "
+                                   "Stripe API version such as "
+                                   "api_version=%s", &value[i],
+                                   NGX_HTTP_MONETIZE_STRIPE_VERSION);
+                return NGX_CONF_ERROR;
+            }
+
+            sc->api_version = s;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tries=", 6) == 0) {
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+
+            if (n < 1 || n > 10) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "monetize_stripe: invalid \"%V\", give "
+                                   "tries=1 to tries=10", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            sc->tries = (ngx_uint_t) n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_stripe: invalid parameter \"%V\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (secret.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_stripe: secret_key= is required");
+        return NGX_CONF_ERROR;
+    }
+
+    /* the key goes into a header line: nothing that could end it */
+
+    for (i = 0; i < secret.len; i++) {
+        if (secret.data[i] <= 0x20 || secret.data[i] >= 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "monetize_stripe: the secret key has a "
+                               "space or control character");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    sc->secret = secret;
+
+    sc->auth.data = ngx_pnalloc(cf->pool, sizeof("Authorization: Bearer ")
+                                          + secret.len);
+    sc->version_header.data = ngx_pnalloc(cf->pool, sizeof("Stripe-Version: ")
+                                                    + sc->api_version.len);
+    if (sc->auth.data == NULL || sc->version_header.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    sc->auth.len = ngx_sprintf(sc->auth.data, "Authorization: Bearer %V%Z",
+                               &secret)
+                   - sc->auth.data - 1;
+    sc->version_header.len = ngx_sprintf(sc->version_header.data,
+                                         "Stripe-Version: %V%Z",
+                                         &sc->api_version)
+                             - sc->version_header.data - 1;
+
+    if (ngx_http_monetize_curl_check(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->stripe = sc;
+
+    return NGX_CONF_OK;
+}
