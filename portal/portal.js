@@ -84,7 +84,9 @@ function say(text, kind) {
 function view(title, ...kids) {
     document.title = title + ' · ' + document.querySelector('.brand')
                                                  .textContent;
-    main.replaceChildren(h('h1', {}, title), ...kids);
+    main.replaceChildren(h('h1', {}, title),
+                         ...kids.flat().filter(k => k !== null
+                                                   && k !== undefined));
     main.focus();
 }
 
@@ -639,12 +641,12 @@ async function pageBilling(params) {
         stat('Balance', (m.balance ?? 0) + ' credits'),
         stat('Plan', (status && status.plan) || (m.plan && m.plan.name)
                      || 'none'),
-        status ? stat('Subscription', (status.status || 'none')
-                      + (status.current_period_end
-                         ? ', renews ' + when(status.current_period_end)
-                                         .slice(0, 10) : '')
-                      + (status.cancel_at_period_end
-                         ? ' (ends then)' : '')) : null));
+        stat('Subscription', !(status && status.status)
+                             || status.status === 'none' ? 'none'
+             : status.status + (status.current_period_end
+                 ? (status.cancel_at_period_end ? ', ends ' : ', renews ')
+                   + when(status.current_period_end).slice(0, 10)
+                 : ''))));
     const buy = (label, path, body) => {
         const b = h('button', {type: 'button'}, label);
         b.addEventListener('click', () => attempt(b, async () => {
@@ -659,7 +661,8 @@ async function pageBilling(params) {
               h('h3', {}, c.name),
               h('p', {class: 'price'}, money(c.price_cents, c.currency)),
               h('p', {}, c.credits + ' credits'),
-              buy('Buy ' + c.name, 'purchase_credits', {pack: c.id})))),
+              c.buyable === false ? null
+                  : buy('Buy ' + c.name, 'purchase_credits', {pack: c.id})))),
         (p.credit_packs || []).length ? null
             : h('p', {}, 'No credit packs are on sale.'),
         h('h2', {}, 'Plans'),
@@ -672,7 +675,7 @@ async function pageBilling(params) {
                          + ' calls a month' : 'pay per call'),
               m.plan && m.plan.id === pl.id
                   ? h('p', {}, h('strong', {}, 'Your plan'))
-                  : pl.price_cents
+                  : pl.price_cents && pl.buyable !== false
                       ? buy('Choose ' + pl.name, 'billing/checkout',
                             {plan: pl.id})
                       : null))));

@@ -3,7 +3,9 @@
 # mail, logs in, creates a key, calls the gated API with it (outside the
 # browser), sees the calls in the chart, stays logged in past the access
 # token's life (the refresh token in its HttpOnly cookie), rotates and
-# revokes the key; a stolen refresh token reused revokes the family and the
+# revokes the key; buys a credit pack (to the fake Stripe's Checkout and
+# back; the webhook that credits it is not part of this test yet), opens
+# the billing portal; a stolen refresh token reused revokes the family and the
 # browser must log in again; logs out. An operator grants credits and
 # suspends the account, and the customer's next gated call is refused. Every page is checked as
 # valid HTML and saved as screenshots (desktop and phone) under the test's
@@ -19,6 +21,7 @@ my $TTL = 3;        # the access token's life, seconds
 my $CREDITS = 100;  # monetize_signup_credits
 
 my $smtp = Test::Monetize::Smtp->start;
+my $stripe = Test::Monetize::FakeStripe->start;
 my $port = Test::Monetize::free_port();
 my $ngx = Test::Monetize::Nginx->start(
     port => $port,
@@ -30,6 +33,8 @@ my $ngx = Test::Monetize::Nginx->start(
         . " from=noreply\@example.com timeout=5s;\n"
         . "monetize_public_url http://127.0.0.1:$port;\n"
         . "monetize_portal_url http://127.0.0.1:$port/portal/;\n"
+        . 'monetize_stripe secret_key=' . $stripe->key
+        . ' api_base=' . $stripe->url . " timeout=5s;\n"
         . 'monetize_cache zone=keys:1m ttl=3600s;',
     api_limit => $Sessions::NO_LIMIT,
     config => <<'CONF');
@@ -55,7 +60,8 @@ my $email = 'ada@example.com';
 open my $py, '-|', 'timeout', '-k', '10', '240', '/usr/bin/python3',
     't/lib/portal_browser.py', '--base', "http://127.0.0.1:$port",
     '--mail', $smtp->dir . '/mail', '--shots', $shots, '--email', $email,
-    '--admin', 'root@example.com', '--ttl', $TTL, '--credits', $CREDITS
+    '--admin', 'root@example.com', '--ttl', $TTL, '--credits', $CREDITS,
+    '--stripe', $stripe->url
     or die "python3: $!";
 my $lines = 0;
 while (my $line = <$py>) {

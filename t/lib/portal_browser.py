@@ -140,6 +140,12 @@ def valid_html(name):
                 if (!document.getElementById(id))
                     out.push('described by nothing: ' + id);
         }
+        const words = document.body.innerText;
+        for (const w of ['null', 'undefined', 'NaN'])
+            if (new RegExp('\\b' + w + '\\b').test(words))
+                out.push('the page shows ' + w);
+        if (words.includes('[object'))
+            out.push('the page shows [object');
         if (document.querySelectorAll('main h1').length !== 1)
             out.push('not one h1 in main');
         return out;''')
@@ -223,6 +229,55 @@ def login(email, password):
 def key_row(prefix):
     return driver.find_element(By.XPATH, '//tr[td/code[normalize-space()='
                                '"%s"]]' % prefix)
+
+
+def fake_stripe(what):
+    with urllib.request.urlopen(args.stripe + '/_fake/objects/' + what,
+                                timeout=10) as res:
+        return json.loads(res.read())
+
+
+def buy_credits():
+    """a pack bought: to Stripe Checkout (the fake) and back"""
+    driver.find_element(By.XPATH, '//main//button[starts-with('
+                        'normalize-space(), "Buy ")]').click()
+    try:
+        wait(lambda d: d.current_url.startswith(args.stripe + '/pay/'), 15)
+        ok = True
+    except TimeoutException:
+        ok = False
+    check('Buy: the browser goes to Stripe Checkout', ok,
+          driver.current_url + ' ' + status_text())
+    sessions = fake_stripe('checkout_sessions')
+    check('... one Checkout Session, mode payment', len(sessions) == 1
+          and sessions[0].get('mode') == 'payment', sessions)
+    if not sessions:
+        return
+    s = sessions[0]
+    back = s['success_url'].replace('{CHECKOUT_SESSION_ID}', s['id'])
+    check('... which sends the customer back to the portal',
+          back.startswith(args.base + '/portal/#billing?checkout=success'),
+          back)
+    driver.get(back)
+    check('back from Checkout: the billing page says the payment went'
+          ' through', h1('Billing') and 'payment went through'
+          in text_of('main'), text_of('main')[:200])
+    shot('billing-success')
+    driver.find_element(By.XPATH, '//main//button[normalize-space()='
+                        '"Manage payment methods and invoices"]').click()
+    try:
+        wait(lambda d: d.current_url.startswith(args.stripe + '/portal/'),
+             15)
+        ok = True
+    except TimeoutException:
+        ok = False
+    check('the billing portal button goes to Stripe\'s portal', ok,
+          driver.current_url + ' ' + status_text())
+    driver.get(args.base + '/portal/#billing?checkout=cancel')
+    check('a cancelled checkout: said so', h1('Billing')
+          and 'cancelled' in text_of('main'), text_of('main')[:200])
+    go('#billing')
+    h1('Billing')
 
 
 def customer():
@@ -432,6 +487,9 @@ def customer():
     check('the billing page', h1('Billing'), css('main').text[:200])
     shot('billing')
 
+    if args.stripe:
+        buy_credits()
+
     # a stolen refresh token, used after the browser spent it
     stolen = refresh_cookie()['value']
     time.sleep(args.ttl + 1.5)
@@ -532,6 +590,7 @@ def main():
     p = argparse.ArgumentParser()
     for a in ('base', 'mail', 'shots', 'email', 'admin'):
         p.add_argument('--' + a, required=True)
+    p.add_argument('--stripe', default='')   # the fake Stripe's URL
     p.add_argument('--ttl', type=float, required=True)
     p.add_argument('--credits', type=int, required=True)
     args = p.parse_args()
