@@ -15,6 +15,8 @@
 #   monetize_free_port                    prints a free port on 127.0.0.1
 #   monetize_random_hex BYTES             prints 2*BYTES hex digits
 #   monetize_alive PID                    is PID running (not a zombie)
+#   monetize_node_deps REPO BUILDDIR      t/node's npm packages (Stripe's
+#                                         library) -> BUILDDIR/node
 
 MONETIZE_PG_BIN=/usr/lib/postgresql/15/bin
 
@@ -75,6 +77,29 @@ monetize_wait_for() {
         sleep 0.1
     done
     return 1
+}
+
+
+# The npm packages the tests run (t/node/package.json and its lock: Stripe's
+# own library signs their webhooks), with the machine's node and npm, into
+# BUILDDIR/node; again only when the lock changes, from npm's cache when it
+# has them.
+monetize_node_deps() {
+    local repo=$1 dir=$2/node
+
+    command -v npm >/dev/null \
+        || monetize_die "the tests need node and npm (Node.js 20)"
+
+    if [[ -d $dir/node_modules ]] \
+        && cmp -s "$repo/t/node/package-lock.json" "$dir/package-lock.json"
+    then
+        return 0
+    fi
+
+    mkdir -p "$dir"
+    cp "$repo/t/node/package.json" "$repo/t/node/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --prefer-offline --no-audit --no-fund >&2) \
+        || monetize_die "npm ci failed in $dir"
 }
 
 

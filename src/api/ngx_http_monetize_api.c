@@ -20,10 +20,14 @@
  */
 
 
+/* a route's body: none, JSON, or raw bytes its handler reads itself */
+#define NGX_HTTP_MONETIZE_API_RAW_BODY  2
+
+
 typedef struct {
     ngx_str_t                          path;     /* "{id}" is one segment */
     ngx_uint_t                         method;
-    unsigned                           body:1;
+    unsigned                           body:2;
     unsigned                           auth:1;
     unsigned                           limited:1;  /* per client address */
     ngx_http_monetize_api_handler_pt   handler;
@@ -157,6 +161,10 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("auth/reset-password"), NGX_HTTP_POST, 1, 0, 1,
       ngx_http_monetize_reset_password_handler },
 
+    { ngx_string("webhooks/stripe"), NGX_HTTP_POST,
+      NGX_HTTP_MONETIZE_API_RAW_BODY, 0, 0,
+      ngx_http_monetize_webhook_handler },
+
     { ngx_null_string, 0, 0, 0, 0, NULL }
 };
 
@@ -202,6 +210,10 @@ ngx_http_monetize_api_handler(ngx_http_request_t *r)
         if (rc != NGX_DECLINED) {
             return rc;
         }
+    }
+
+    if (route && route->body == NGX_HTTP_MONETIZE_API_RAW_BODY) {
+        return ctx->next(r, ctx);
     }
 
     if (route == NULL || !route->body) {

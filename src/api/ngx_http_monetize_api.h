@@ -138,6 +138,8 @@ char *ngx_http_monetize_billing_return_url(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 char *ngx_http_monetize_billing_init_conf(ngx_conf_t *cf,
     ngx_http_monetize_main_conf_t *mcf);
+ngx_int_t ngx_http_monetize_webhook_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_verify_mail(ngx_http_request_t *r,
     ngx_str_t *token_hash, ngx_str_t *subject, ngx_str_t *text,
     ngx_str_t *html);

@@ -59,6 +59,9 @@ typedef struct {
     ngx_str_t                     portal_url;     /* the portal's links */
     ngx_http_monetize_stripe_conf_t  *stripe;     /* NULL: no Stripe */
     ngx_str_t                     billing_return_url;  /* see billing.c */
+    ngx_array_t                  *webhook_secrets; /* of ngx_str_t; NULL:
+                                                      no webhooks */
+    time_t                        webhook_tolerance;
 } ngx_http_monetize_main_conf_t;
 
 

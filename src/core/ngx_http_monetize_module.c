@@ -10,6 +10,7 @@
 
 #include "ngx_http_monetize.h"
 #include "ngx_http_monetize_api.h"
+#include "ngx_http_monetize_webhooks.h"
 #include "ngx_http_monetize_jwt.h"
 #include "ngx_http_monetize_keystore.h"
 #include "ngx_http_monetize_outbox.h"
@@ -198,6 +199,20 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       ngx_http_monetize_billing_return_url,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("monetize_stripe_webhook_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_monetize_stripe_webhook_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_stripe_tolerance"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_monetize_main_conf_t, webhook_tolerance),
       NULL },
 
     { ngx_string("monetize_api"),
@@ -453,6 +468,7 @@ ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
     mcf->jwt_access_ttl = NGX_CONF_UNSET;
     mcf->jwt_refresh_ttl = NGX_CONF_UNSET;
     mcf->require_verified_email = NGX_CONF_UNSET;
+    mcf->webhook_tolerance = NGX_CONF_UNSET;
 
     return mcf;
 }
@@ -474,6 +490,8 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(mcf->bcrypt_cost, 12);
     ngx_conf_init_size_value(mcf->max_body_size, 16384);
     ngx_http_monetize_jwt_init_conf(mcf);
+    ngx_conf_init_value(mcf->webhook_tolerance,
+                        NGX_HTTP_MONETIZE_WEBHOOK_TOLERANCE);
 
     if (mcf->key_prefix.data == NULL) {
         ngx_str_set(&mcf->key_prefix, "sk_live_");

@@ -329,9 +329,10 @@ static void
 ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx)
 {
-    ngx_int_t                       rc;
-    ngx_http_monetize_key_info_t   *info;
-    ngx_http_monetize_main_conf_t  *mcf;
+    ngx_int_t                           rc;
+    ngx_http_monetize_key_info_t       *info;
+    ngx_http_monetize_main_conf_t      *mcf;
+    ngx_http_monetize_gate_loc_conf_t  *glcf;
 
     info = &ctx->info;
 
@@ -364,6 +365,15 @@ ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     if (info->unverified && mcf->require_verified_email) {
         ngx_http_monetize_gate_decide(r, ctx,
                                       NGX_HTTP_MONETIZE_DENY_NOT_VERIFIED);
+        return;
+    }
+
+    glcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_gate_module);
+
+    if (info->past_due && glcf->past_due == NGX_HTTP_MONETIZE_PAST_DUE_DENY)
+    {
+        ngx_http_monetize_gate_decide(r, ctx,
+                                      NGX_HTTP_MONETIZE_DENY_PAST_DUE);
         return;
     }
 

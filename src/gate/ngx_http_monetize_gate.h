@@ -30,6 +30,9 @@
 #define NGX_HTTP_MONETIZE_FAIL_LOCAL     0
 #define NGX_HTTP_MONETIZE_FAIL_CLOSED    1
 
+#define NGX_HTTP_MONETIZE_PAST_DUE_ALLOW  0
+#define NGX_HTTP_MONETIZE_PAST_DUE_DENY   1
+
 
 /* why the gate refuses a call: ngx_http_monetize_gate_deny.c answers it */
 
@@ -52,7 +55,8 @@ typedef enum {
     NGX_HTTP_MONETIZE_DENY_LIMITER_DOWN,
     NGX_HTTP_MONETIZE_DENY_TOKEN_INVALID,
     NGX_HTTP_MONETIZE_DENY_TOKEN_EXPIRED,
-    NGX_HTTP_MONETIZE_DENY_NOT_VERIFIED
+    NGX_HTTP_MONETIZE_DENY_NOT_VERIFIED,
+    NGX_HTTP_MONETIZE_DENY_PAST_DUE
 } ngx_http_monetize_deny_e;
 
 
@@ -66,6 +70,7 @@ typedef struct {
     ngx_uint_t                       rate_limit_key; /* key, account */
     ngx_uint_t                       fail_mode;      /* local, closed */
     ngx_flag_t                       quota;
+    ngx_uint_t                       past_due;       /* allow, deny */
 } ngx_http_monetize_gate_loc_conf_t;
 
 

@@ -28,6 +28,10 @@ typedef struct {
 } ngx_http_monetize_denial_t;
 
 
+static json_t *ngx_http_monetize_gate_past_due_body(ngx_http_request_t *r,
+    ngx_http_monetize_denial_t *denial);
+
+
 /* a mistake with the key is worded as the API words it */
 
 static ngx_http_monetize_denial_t  ngx_http_monetize_denials[] = {
@@ -56,7 +60,10 @@ static ngx_http_monetize_denial_t  ngx_http_monetize_denials[] = {
       "the rate limiter is unavailable; try again" },
     { NGX_HTTP_MONETIZE_KEY_TOKEN_INVALID, 0, NULL, NULL },
     { NGX_HTTP_MONETIZE_KEY_TOKEN_EXPIRED, 0, NULL, NULL },
-    { NGX_HTTP_MONETIZE_KEY_NOT_VERIFIED, 0, NULL, NULL }
+    { NGX_HTTP_MONETIZE_KEY_NOT_VERIFIED, 0, NULL, NULL },
+    { -1, NGX_HTTP_MONETIZE_PAYMENT_REQUIRED, "payment_past_due",
+      "the last payment of this account's subscription failed; update the "
+      "payment method (POST /v1/billing/portal) or buy credits" }
 };
 
 
@@ -172,6 +179,9 @@ ngx_http_monetize_gate_answer(ngx_http_request_t *r,
     case NGX_HTTP_MONETIZE_DENY_QUOTA:
         return ngx_http_monetize_quota_exceeded_body(ctx->period_end);
 
+    case NGX_HTTP_MONETIZE_DENY_PAST_DUE:
+        return ngx_http_monetize_gate_past_due_body(r, denial);
+
     default:
         return ngx_http_monetize_error_body(denial->code, "%s",
                                             denial->message);
@@ -221,4 +231,34 @@ ngx_http_monetize_gate_calls_left(ngx_http_monetize_gate_ctx_t *ctx,
     }
 
     return (n < (int64_t) limit) ? (ngx_uint_t) ngx_max(n, 0) : limit;
+}
+
+
+/* a subscription whose payment failed: where to pay, as a 402 of credits */
+
+static json_t *
+ngx_http_monetize_gate_past_due_body(ngx_http_request_t *r,
+    ngx_http_monetize_denial_t *denial)
+{
+    json_t                         *body;
+    ngx_str_t                       url;
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    if (ngx_http_complex_value(r, mcf->top_up_url, &url) != NGX_OK) {
+        return NULL;
+    }
+
+    body = ngx_http_monetize_error_body(denial->code, "%s", denial->message);
+
+    if (body == NULL
+        || json_object_set_new(json_object_get(body, "error"), "top_up_url",
+                               json_stringn((char *) url.data, url.len)))
+    {
+        json_decref(body);
+        return NULL;
+    }
+
+    return body;
 }

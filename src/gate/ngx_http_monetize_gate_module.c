@@ -36,6 +36,8 @@ static char *ngx_http_monetize_gate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_monetize_refund_on(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_monetize_past_due(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_monetize_gate_init(ngx_conf_t *cf);
 
 
@@ -57,6 +59,13 @@ static ngx_conf_enum_t  ngx_http_monetize_rate_limit_keys[] = {
 static ngx_conf_enum_t  ngx_http_monetize_fail_modes[] = {
     { ngx_string("local"), NGX_HTTP_MONETIZE_FAIL_LOCAL },
     { ngx_string("closed"), NGX_HTTP_MONETIZE_FAIL_CLOSED },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_monetize_past_due_modes[] = {
+    { ngx_string("allow"), NGX_HTTP_MONETIZE_PAST_DUE_ALLOW },
+    { ngx_string("deny"), NGX_HTTP_MONETIZE_PAST_DUE_DENY },
     { ngx_null_string, 0 }
 };
 
@@ -127,6 +136,13 @@ static ngx_command_t  ngx_http_monetize_gate_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_monetize_gate_loc_conf_t, deny_log_level),
       &ngx_http_monetize_log_levels },
+
+    { ngx_string("monetize_past_due"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_past_due,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_monetize_gate_loc_conf_t, past_due),
+      &ngx_http_monetize_past_due_modes },
 
       ngx_null_command
 };
@@ -460,6 +476,7 @@ ngx_http_monetize_gate_create_loc_conf(ngx_conf_t *cf)
     glcf->rate_limit_key = NGX_CONF_UNSET_UINT;
     glcf->fail_mode = NGX_CONF_UNSET_UINT;
     glcf->quota = NGX_CONF_UNSET;
+    glcf->past_due = NGX_CONF_UNSET_UINT;
 
     return glcf;
 }
@@ -486,6 +503,8 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->fail_mode, prev->fail_mode,
                               NGX_HTTP_MONETIZE_FAIL_LOCAL);
     ngx_conf_merge_value(conf->quota, prev->quota, 0);
+    ngx_conf_merge_uint_value(conf->past_due, prev->past_due,
+                              NGX_HTTP_MONETIZE_PAST_DUE_ALLOW);
 
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_monetize_module);
 
@@ -603,6 +622,28 @@ ngx_http_monetize_refund_on(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* the enum slot, with an EMERG that names the directive (nginx's does not) */
+
+static char *
+ngx_http_monetize_past_due(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "allow") != 0
+        && ngx_strcmp(value[1].data, "deny") != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%V: invalid value \"%V\" (allow or deny)",
+                           &cmd->name, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_conf_set_enum_slot(cf, cmd, conf);
 }
 
 

@@ -259,6 +259,10 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
 
         (void) ngx_http_monetize_pg_get_str(q, 0, 9, &value);
         info->unverified = (value.len && value.data[0] == 'f');
+
+        if (ngx_http_monetize_pg_get_str(q, 0, 10, &value) == NGX_OK) {
+            info->past_due = (value.len && value.data[0] == 't');
+        }
     }
 
     if (mcf->cache) {

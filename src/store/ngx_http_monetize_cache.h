@@ -29,6 +29,7 @@ typedef struct {
     unsigned                revoked:1;
     unsigned                suspended:1;
     unsigned                unverified:1;   /* the account's address */
+    unsigned                past_due:1;     /* its subscription's payment */
     unsigned                expires:1;      /* else: never */
     ngx_msec_t              expires_at;     /* on ngx_current_msec's clock */
     int64_t                 balance;        /* last known */
