@@ -87,7 +87,8 @@ function view(title, ...kids) {
     main.replaceChildren(h('h1', {}, title),
                          ...kids.flat().filter(k => k !== null
                                                    && k !== undefined));
-    main.focus();
+    main.focus({preventScroll: true});
+    window.scrollTo(0, 0);
 }
 
 function table(cols, rows, empty) {
@@ -679,6 +680,9 @@ async function pageBilling(params) {
                       ? buy('Choose ' + pl.name, 'billing/checkout',
                             {plan: pl.id})
                       : null))));
+    if (params.get('checkout') === 'success') {
+        watchBalance(m.balance ?? 0);
+    }
     const portal = h('button', {type: 'button', class: 'secondary'},
                      'Manage payment methods and invoices');
     portal.addEventListener('click', () => attempt(portal, async () => {
@@ -687,6 +691,37 @@ async function pageBilling(params) {
     }));
     parts.push(h('h2', {}, 'Invoices and payment methods'), portal);
     view('Billing', ...parts);
+}
+
+
+/* after a checkout: the credits come with Stripe's webhook, a moment
+   later; look for a minute, while the billing page is shown */
+async function watchBalance(before) {
+    const page = location.hash;
+    for (let i = 0; i < 30; i++) {
+        await new Promise(resolve => setTimeout(resolve, 2000));
+        if (location.hash !== page) {
+            return;
+        }
+        let now;
+        try {
+            now = (await api('GET', 'me')).balance ?? 0;
+        } catch (e) {
+            return;
+        }
+        if (location.hash !== page) {
+            return;
+        }
+        if (now !== before) {
+            const dd = main.querySelector('.stats dd');
+            if (dd) {
+                dd.textContent = now + ' credits';
+            }
+            say('The payment is confirmed: your balance is now ' + now
+                + ' credits.');
+            return;
+        }
+    }
 }
 
 

@@ -4,8 +4,8 @@
 # browser), sees the calls in the chart, stays logged in past the access
 # token's life (the refresh token in its HttpOnly cookie), rotates and
 # revokes the key; buys a credit pack (to the fake Stripe's Checkout and
-# back; the webhook that credits it is not part of this test yet), opens
-# the billing portal; a stolen refresh token reused revokes the family and the
+# back; Stripe's signed webhook arrives, and the page shows the new
+# balance), opens the billing portal; a stolen refresh token reused revokes the family and the
 # browser must log in again; logs out. An operator grants credits and
 # suspends the account, and the customer's next gated call is refused. Every page is checked as
 # valid HTML and saved as screenshots (desktop and phone) under the test's
@@ -19,6 +19,7 @@ use Sessions;
 
 my $TTL = 3;        # the access token's life, seconds
 my $CREDITS = 100;  # monetize_signup_credits
+my $WHSEC = 'whsec_portal_test_0123456789';
 
 my $smtp = Test::Monetize::Smtp->start;
 my $stripe = Test::Monetize::FakeStripe->start;
@@ -35,6 +36,7 @@ my $ngx = Test::Monetize::Nginx->start(
         . "monetize_portal_url http://127.0.0.1:$port/portal/;\n"
         . 'monetize_stripe secret_key=' . $stripe->key
         . ' api_base=' . $stripe->url . " timeout=5s;\n"
+        . "monetize_stripe_webhook_secret $WHSEC;\n"
         . 'monetize_cache zone=keys:1m ttl=3600s;',
     api_limit => $Sessions::NO_LIMIT,
     config => <<'CONF');
@@ -61,7 +63,7 @@ open my $py, '-|', 'timeout', '-k', '10', '240', '/usr/bin/python3',
     't/lib/portal_browser.py', '--base', "http://127.0.0.1:$port",
     '--mail', $smtp->dir . '/mail', '--shots', $shots, '--email', $email,
     '--admin', 'root@example.com', '--ttl', $TTL, '--credits', $CREDITS,
-    '--stripe', $stripe->url
+    '--stripe', $stripe->url, '--webhook-secret', $WHSEC
     or die "python3: $!";
 my $lines = 0;
 while (my $line = <$py>) {
@@ -95,6 +97,10 @@ my ($ledger) = Test::Monetize::psql(
     'SELECT sum(delta) FROM credit_ledger'
     . ' WHERE user_id = $1 AND kind = \'grant\'', $user->[0]);
 is $ledger->[0], 25, 'the operator\'s grant is in the ledger';
+my ($bought) = Test::Monetize::psql(
+    'SELECT sum(delta), count(*) FROM credit_ledger'
+    . ' WHERE user_id = $1 AND kind = \'purchase\'', $user->[0]);
+is_deeply $bought, [1000, 1], 'the pack bought: one purchase of 1000';
 
 Test::Monetize::reconcile();
 

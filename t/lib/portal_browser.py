@@ -11,6 +11,8 @@ violations.
 
 import argparse
 import glob
+import hashlib
+import hmac
 import html5lib
 import json
 import os
@@ -263,6 +265,35 @@ def buy_credits():
           ' through', h1('Billing') and 'payment went through'
           in text_of('main'), text_of('main')[:200])
     shot('billing-success')
+
+    # Stripe's webhook: the event the fake makes of the paid session, signed
+    # as Stripe signs (HMAC-SHA256 of "t.body")
+    before = int(re.search(r'Balance\s+(\d+) credits',
+                           text_of('.stats')).group(1))
+    with urllib.request.urlopen(args.stripe + '/_fake/event/'
+                                'checkout.session.completed/' + s['id'],
+                                timeout=10) as res:
+        event = res.read()
+    t = str(int(time.time()))
+    sig = hmac.new(args.webhook_secret.encode(), t.encode() + b'.' + event,
+                   hashlib.sha256).hexdigest()
+    req = urllib.request.Request(
+        args.base + '/v1/webhooks/stripe', data=event, method='POST',
+        headers={'Content-Type': 'application/json',
+                 'Stripe-Signature': 't=%s,v1=%s' % (t, sig)})
+    with urllib.request.urlopen(req, timeout=10) as res:
+        check('Stripe\'s webhook of the payment: 200', res.status == 200,
+              res.status)
+    want = 'your balance is now %d credits' % (before + 1000)
+    try:
+        wait(lambda d: want in status_text(), 20)
+        ok = True
+    except TimeoutException:
+        ok = False
+    check('the billing page shows the new balance (+1000)', ok
+          and re.search(r'Balance\s+%d credits' % (before + 1000),
+                        text_of('.stats')), status_text())
+    shot('billing-paid')
     driver.find_element(By.XPATH, '//main//button[normalize-space()='
                         '"Manage payment methods and invoices"]').click()
     try:
@@ -591,6 +622,7 @@ def main():
     for a in ('base', 'mail', 'shots', 'email', 'admin'):
         p.add_argument('--' + a, required=True)
     p.add_argument('--stripe', default='')   # the fake Stripe's URL
+    p.add_argument('--webhook-secret', default='')
     p.add_argument('--ttl', type=float, required=True)
     p.add_argument('--credits', type=int, required=True)
     args = p.parse_args()
