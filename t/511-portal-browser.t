@@ -1,15 +1,16 @@
-# The portal in headless Chromium (t/lib/portal_browser.py): a new customer
-# signs up, opens the link of the mail, resets the password through the
-# mail, logs in, creates a key, calls the gated API with it (outside the
-# browser), sees the calls in the chart, stays logged in past the access
-# token's life (the refresh token in its HttpOnly cookie), rotates and
-# revokes the key; buys a credit pack (to the fake Stripe's Checkout and
-# back; Stripe's signed webhook arrives, and the page shows the new
-# balance), opens the billing portal; a stolen refresh token reused revokes the family and the
-# browser must log in again; logs out. An operator grants credits and
-# suspends the account, and the customer's next gated call is refused. Every page is checked as
-# valid HTML and saved as screenshots (desktop and phone) under the test's
-# directory; the console must show no CSP violation.
+# The portal in headless Chromium (t/lib/portal_browser.py): a new
+# customer signs up, opens the link of the mail, resets the password
+# through the mail, logs in, creates a key, calls the gated API with it
+# (outside the browser), sees the calls in the chart, stays logged in past
+# the access token's life (the refresh token in its HttpOnly cookie),
+# rotates and revokes the key; buys a credit pack (to the fake Stripe's
+# Checkout and back; Stripe's signed webhook arrives, and the page shows
+# the new balance), opens the billing portal; a stolen refresh token
+# reused revokes the family and the browser must log in again; logs out.
+# An operator grants credits and suspends the account, and the customer's
+# next gated call is refused. Every page is checked as valid HTML and saved
+# as screenshots (desktop and phone) under the test's directory; the
+# console must show no CSP violation.
 
 use strict;
 use warnings;
