@@ -70,6 +70,22 @@ unlike $page, qr/\{\{/, '... no placeholder left';
 is $ngx->request('GET', '/portal/index.html')->{body}, $page,
     '/portal/index.html is the same page';
 
+# the page as served is valid HTML5 (html5lib's strict parser stops at the
+# first parse error); what the script draws is checked by t/511
+my $dir = Test::Monetize::new_dir('html');
+Test::Monetize::_spew("$dir/page.html", $page);
+my ($rc5, $out5, $err5) = Test::Monetize::_run(
+    ['/usr/bin/python3', '-c',
+     'import sys, html5lib; html5lib.HTMLParser(strict=True)'
+     . '.parse(open(sys.argv[1], "rb"))', "$dir/page.html"]);
+is $rc5, 0, 'the page is valid HTML (html5lib, strict)' or diag $err5;
+Test::Monetize::_spew("$dir/bad.html", "<!DOCTYPE html><p><div></span>");
+($rc5) = Test::Monetize::_run(
+    ['/usr/bin/python3', '-c',
+     'import sys, html5lib; html5lib.HTMLParser(strict=True)'
+     . '.parse(open(sys.argv[1], "rb"))', "$dir/bad.html"]);
+isnt $rc5, 0, '... a check that refuses a page that is not';
+
 my $p2 = $ngx->request('GET', '/p2/');
 like $p2->{body}, qr{<title>API portal</title>}, 'the default title';
 like $p2->{body}, qr{<meta name="monetize-api" content="/v2/">}, 'api=/v2/';
