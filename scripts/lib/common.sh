@@ -26,6 +26,7 @@ MONETIZE_DEBS=(
     python3-jwt
     libssl-dev libcrypt-dev libpcre2-dev zlib1g-dev
     gcc make perl wrk curl python3-aiosmtpd iproute2
+    chromium chromium-driver python3-selenium python3-html5lib
 )
 
 

@@ -23,6 +23,7 @@
 #include "ngx_http_monetize_meter.h"
 #include "ngx_http_monetize_redis.h"
 #include "ngx_http_monetize_mail.h"
+#include "ngx_http_monetize_portal.h"
 #include "ngx_http_monetize_stripe.h"
 
 
@@ -72,6 +73,7 @@ typedef struct {
 typedef struct {
     ngx_array_t                  *cors_origins;   /* of ngx_str_t; NULL:
                                                      off */
+    ngx_http_monetize_portal_t   *portal;         /* monetize_portal */
     ngx_uint_t                    session_cookie; /* see session_cookie.c */
 } ngx_http_monetize_loc_conf_t;
 

@@ -229,6 +229,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       0,
       NULL },
 
+    { ngx_string("monetize_portal"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
+      ngx_http_monetize_portal,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("monetize_cors_origins"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_monetize_cors_origins,
