@@ -48,12 +48,12 @@ my $log = "$dir/statuses";
 my $stop = "$dir/stop";
 
 # the load: 20 calls at a time, from a process of its own, until the test
-# has restarted nginx and says stop (bounded: 60 s at most), so that a slow
+# has restarted nginx and says stop (bounded: 120 s at most), so that a slow
 # machine slows the test down instead of ending the load before the kills
 my $load = fork // die "fork: $!";
 
 if ($load == 0) {
-    my $deadline = time + 60;
+    my $deadline = time + 120;
     open my $out, '>>', $log or POSIX::_exit(1);
     $out->autoflush(1);
     while (time < $deadline && !-e $stop) {
@@ -67,14 +67,14 @@ if ($load == 0) {
 
 sub served { scalar(@{[ $be->requests ]}) }
 
-ok Test::Monetize::wait_until(10, sub { served() >= 100 }), 'under load';
+ok Test::Monetize::wait_until(40, sub { served() >= 100 }), 'under load';
 
 my ($master, @workers) = $ngx->pids;
 kill 'KILL', $workers[0];
 diag "killed worker $workers[0]";
 
 my $mark = served();
-ok Test::Monetize::wait_until(10, sub { served() >= $mark + 100 }),
+ok Test::Monetize::wait_until(40, sub { served() >= $mark + 100 }),
     'the load goes on after a worker died';
 
 ($master, @workers) = $ngx->pids;

@@ -12,7 +12,7 @@ use Test::Monetize;
 use StripeWebhook;
 use Time::HiRes ();
 
-plan tests => 32;
+plan tests => 33;
 
 my $current = 'whsec_' . join '', map { ('a' .. 'z')[rand 26] } 1 .. 32;
 my $old = 'whsec_' . join '', map { ('a' .. 'z')[rand 26] } 1 .. 32;
@@ -78,18 +78,34 @@ refused(StripeWebhook::post($ngx, $body, $no_t), 'no t');
 refused(StripeWebhook::send($ngx, $body, $current, timestamp => time - 301),
         'signed 301 s ago');
 # nginx sees the header a moment after it is made: it is made for a second
-# to come, and sent in that second, 301 s before its t.
-Time::HiRes::sleep(0.01) while Time::HiRes::time() - time > 0.1;
-my $ahead = time + 302;
-$sig = StripeWebhook::sign($body, $current, $ahead);
-Time::HiRes::sleep(0.01) while time < $ahead - 301;
-refused(StripeWebhook::post($ngx, $body, $sig), 'signed 301 s ahead');
+# to come, and sent in that second, 301 s before its t. The attempt counts
+# only if it was sent and answered within that second (on a loaded machine
+# signing or answering may take longer; such an attempt, under an event id
+# of its own, is made again, at most 5 times).
+my ($ahead, $logged) = (0, 7);
+undef $res;
+for my $try (1 .. 5) {
+    my $late = StripeWebhook::event('checkout.session.completed', $obj,
+                                    id => "evt_sig_ahead_$try");
+    Time::HiRes::sleep(0.01) while Time::HiRes::time() - time > 0.1;
+    $ahead = time + 302;
+    $sig = StripeWebhook::sign($late, $current, $ahead);
+    next if time > $ahead - 301;
+    Time::HiRes::sleep(0.01) while time < $ahead - 301;
+    $res = StripeWebhook::post($ngx, $late, $sig);
+    last if time == $ahead - 301;
+    $n++ if $res->{status} == 200;
+    $logged++ if $res->{status} == 400;
+    undef $res;
+}
+ok defined $res, 'a header signed 301 s ahead sent and answered in time';
+refused($res // {}, 'signed 301 s ahead');
 
 is events(), $n, 'none of them recorded anything';
 
 my $log = $ngx->error_log_since($mark);
 my @lines = $log =~ /(monetize: a Stripe webhook was refused: [^\n]*)/g;
-is scalar(@lines), 7, 'each refusal logged once' or diag $log;
+is scalar(@lines), $logged, 'each refusal logged once' or diag $log;
 like $log, qr/refused: no v1 signature matches a secret/, 'saying why';
 like $log, qr/refused: the timestamp is older/, '... too old';
 like $log, qr/refused: the timestamp is further ahead/, '... too new';
