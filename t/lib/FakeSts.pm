@@ -12,7 +12,7 @@ use strict;
 use warnings;
 use IO::Socket::INET;
 use POSIX ();
-use Test::Monetize;
+use Test::Monetize ();
 
 my @Fakes;
 
