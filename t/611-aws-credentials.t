@@ -118,6 +118,35 @@ is credentials($starter_key)->{status}, 200,
 my @all = grep { $_->{status} == 200 } $sts->requests;
 is scalar(@all), 6, 'six credentials issued';
 
+# four calls at once of an account with room for three: a psql session
+# holds the inserts of aws_credentials until all four have counted, or
+# wait to count (the account's lock): three pass
+my ($racer, $racer_key) = Test::Monetize::account(plan => 'starter');
+my $hold = Test::Monetize::psql_session();
+$hold->query('BEGIN; LOCK TABLE aws_credentials IN SHARE ROW EXCLUSIVE MODE;');
+my @racing = map {
+    $ngx->start_request('POST', '/v1/aws/credentials',
+                        headers => [Authorization => "Bearer $racer_key"])
+} 1 .. 4;
+ok Test::Monetize::wait_until(4, sub {
+        my ($n) = Test::Monetize::psql(
+            "SELECT count(*) FROM pg_stat_activity"
+            . " WHERE wait_event_type = 'Lock'"
+            . "   AND query LIKE '%monetize_sts_begin%'");
+        $n->[0] == 4 }),
+    'four calls at once, held';
+$hold->query('COMMIT;');
+my @race = map { $ngx->finish_request($_) } @racing;
+is_deeply [sort map { $_->{status} } @race], [200, 200, 200, 429],
+    '... within the limit of three: three 200, one 429';
+Test::Monetize::psql('DELETE FROM usage WHERE user_id = $1', $racer);
+Test::Monetize::psql('DELETE FROM audit_log WHERE actor_user_id = $1',
+                     $racer);
+Test::Monetize::psql('DELETE FROM aws_credentials WHERE user_id = $1',
+                     $racer);
+push @all, grep { $_->{status} == 200 } ($sts->requests)[6 .. 8];
+$hold->close;
+
 my ($rows) = Test::Monetize::psql(
     "SELECT count(*), count(DISTINCT access_key_id),"
     . " bool_and(status = 'issued'), bool_and(expires_at > now())"
