@@ -26,6 +26,9 @@ typedef struct {
     ngx_str_t                       id;            /* aws_credentials.id */
     ngx_str_t                       session_name;
     ngx_http_monetize_sts_call_t   *sts;
+    ngx_uint_t                      result;        /* STS's, or
+                                                      UNAVAILABLE: not
+                                                      started */
 } ngx_http_monetize_aws_t;
 
 
@@ -36,8 +39,10 @@ static ngx_int_t ngx_http_monetize_aws_issued(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
 static ngx_int_t ngx_http_monetize_aws_failed(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
+static ngx_int_t ngx_http_monetize_aws_fail(ngx_http_request_t *r,
+    ngx_http_monetize_aws_t *aws, ngx_str_t *code);
 static ngx_int_t ngx_http_monetize_aws_refusal(ngx_http_request_t *r,
-    ngx_http_monetize_sts_call_t *sc);
+    ngx_http_monetize_aws_t *aws);
 
 
 /* in sql/021_sts.sql */
@@ -200,7 +205,10 @@ ngx_http_monetize_aws_begun(ngx_http_request_t *r,
                                                  ngx_http_monetize_aws_sts_done,
                                                  r);
     if (aws->sts == NULL) {
-        return ngx_http_monetize_api_unavailable(r, "AWS STS");
+        ngx_str_set(&id, "not started");
+        aws->result = NGX_HTTP_MONETIZE_STS_UNAVAILABLE;
+
+        return ngx_http_monetize_aws_fail(r, aws, &id);
     }
 
     return NGX_DONE;
@@ -220,9 +228,10 @@ ngx_http_monetize_aws_sts_done(ngx_http_monetize_sts_call_t *sc)
     ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_module);
     aws = ctx->data;
 
-    params[0] = aws->id;
+    aws->result = sc->result;
 
     if (sc->result == NGX_HTTP_MONETIZE_STS_OK) {
+        params[0] = aws->id;
         params[1] = sc->access_key_id;
         params[2] = sc->expiration;
         params[3] = r->connection->addr_text;
@@ -232,15 +241,7 @@ ngx_http_monetize_aws_sts_done(ngx_http_monetize_sts_call_t *sc)
                                          ngx_http_monetize_aws_issued);
 
     } else {
-        params[1] = sc->code;
-
-        rc = ngx_http_monetize_api_query(r, ngx_http_monetize_aws_failed_sql,
-                                         params, 2,
-                                         ngx_http_monetize_aws_failed);
-
-        if (rc != NGX_DONE) {
-            rc = ngx_http_monetize_aws_refusal(r, sc);
-        }
+        rc = ngx_http_monetize_aws_fail(r, aws, &sc->code);
     }
 
     if (rc != NGX_DONE) {
@@ -292,29 +293,48 @@ ngx_http_monetize_aws_issued(ngx_http_request_t *r,
 }
 
 
+/* a call that issued nothing counts nothing against the limit */
+
+static ngx_int_t
+ngx_http_monetize_aws_fail(ngx_http_request_t *r,
+    ngx_http_monetize_aws_t *aws, ngx_str_t *code)
+{
+    ngx_int_t  rc;
+    ngx_str_t  params[2];
+
+    params[0] = aws->id;
+    params[1] = *code;
+
+    rc = ngx_http_monetize_api_query(r, ngx_http_monetize_aws_failed_sql,
+                                     params, 2, ngx_http_monetize_aws_failed);
+
+    if (rc != NGX_DONE) {
+        rc = ngx_http_monetize_aws_refusal(r, aws);
+    }
+
+    return rc;
+}
+
+
 /* the failure is recorded, or not: the answer is STS's either way */
 
 static ngx_int_t
 ngx_http_monetize_aws_failed(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q)
 {
-    ngx_http_monetize_aws_t  *aws;
-
-    aws = ctx->data;
-
     if (q->status == NGX_HTTP_MONETIZE_PG_ERROR) {
         ngx_http_monetize_pg_log_refused(r->connection->log, q);
     }
 
-    return ngx_http_monetize_aws_refusal(r, aws->sts);
+    return ngx_http_monetize_aws_refusal(r, ctx->data);
 }
 
 
 static ngx_int_t
 ngx_http_monetize_aws_refusal(ngx_http_request_t *r,
-    ngx_http_monetize_sts_call_t *sc)
+    ngx_http_monetize_aws_t *aws)
 {
-    if (sc->result == NGX_HTTP_MONETIZE_STS_UNAVAILABLE) {
+    if (aws->result == NGX_HTTP_MONETIZE_STS_UNAVAILABLE) {
         return ngx_http_monetize_api_unavailable(r, "AWS STS");
     }
 
