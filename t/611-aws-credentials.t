@@ -52,8 +52,10 @@ is $res->{status}, 200, 'a starter account\'s API key: 200'
 my @req = $sts->requests;
 is scalar(@req), 1, '... after one call to STS';
 ok $req[0]{signed}, '... whose SigV4 signature botocore finds right';
+my $akid = $sts->access_key;
 like $req[0]{headers}{Authorization},
-    qr{^AWS4-HMAC-SHA256 Credential=\Q${\ $sts->access_key}\E/\d{8}/eu-west-1/sts/aws4_request,},
+    qr{^AWS4-HMAC-SHA256[ ]Credential=\Q$akid\E/\d{8}/eu-west-1/sts/
+       aws4_request,}x,
     '... made with the configured key for STS in the region';
 is_deeply {map { $_ => $req[0]{form}{$_} }
            qw(Action Version RoleArn RoleSessionName DurationSeconds)},
