@@ -95,6 +95,9 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("billing/status"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_billing_status_handler },
 
+    { ngx_string("aws/credentials"), NGX_HTTP_POST, 0, 1, 0,
+      ngx_http_monetize_aws_credentials_handler },
+
     { ngx_string("usage"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_usage_handler },
 

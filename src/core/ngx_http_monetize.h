@@ -25,6 +25,7 @@
 #include "ngx_http_monetize_mail.h"
 #include "ngx_http_monetize_portal.h"
 #include "ngx_http_monetize_stripe.h"
+#include "ngx_http_monetize_sts.h"
 
 
 typedef struct {
@@ -67,6 +68,7 @@ typedef struct {
     ngx_msec_t                    overage_interval; /* between an account's
                                                      meter events */
     ngx_str_t                     billing_return_url;  /* see billing.c */
+    ngx_http_monetize_sts_conf_t *sts;            /* NULL: no AWS STS */
 } ngx_http_monetize_main_conf_t;
 
 

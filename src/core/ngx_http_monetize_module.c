@@ -173,6 +173,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       0,
       NULL },
 
+    { ngx_string("monetize_aws_sts"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_monetize_sts_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("monetize_overage_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_monetize_overage_interval,
@@ -578,6 +585,13 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
     if (mcf->stripe && mcf->pg == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "monetize_stripe needs \"monetize_postgres\" at "
+                           "http level");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->sts && mcf->pg == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_aws_sts needs \"monetize_postgres\" at "
                            "http level");
         return NGX_CONF_ERROR;
     }
