@@ -236,6 +236,15 @@ is_deeply [$sql->('SELECT count(*) FROM download_logs'
                   . '   AND downloaded_at <= now()')],
     [[4]], '... at the time of the download';
 
+
+# --- a suspended account's tokens work until they expire (README) ----------
+
+$sql->('UPDATE users SET suspended_at = now() WHERE id = $1', $alice);
+is api(POST => '/downloads/token', $A, {product => 'pro-tool'})->{status},
+    403, 'suspended: no new token';
+is dl('pro-tool', $tok)->{status}, 200,
+    '... the one it has still downloads (no database trip)';
+
 $ngx->stop;
 
 done_testing;

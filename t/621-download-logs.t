@@ -23,6 +23,7 @@ close $fh;
 
 my $ngx = Test::Monetize::Nginx->start(
     prefix => $prefix, workers => 2,
+    http_config => 'monetize_download_ttl 90m;',
     config => <<"EOF2");
 location /v1/ { monetize_api; }
 location = /dl/kit {
@@ -40,6 +41,10 @@ for ([$bob, $B], [$eve, $E]) {
     is $res->{status}, 201, 'a token';
     $token{$_->[0]} = $res->{json}{token};
 }
+my ($payload) = split /\./, $token{$bob};
+require MIME::Base64;
+my (undef, undef, $exp) = split /:/, MIME::Base64::decode_base64url($payload);
+cmp_ok abs($exp - time - 5400), '<=', 5, 'monetize_download_ttl 90m';
 
 my @reqs = map { [GET => "/dl/kit?token=" . $token{$_ % 2 ? $bob : $eve}] }
            1 .. 60;
