@@ -188,10 +188,11 @@ ngx_http_monetize_download_send_token(ngx_http_request_t *r,
     ngx_tm_t                                 tm;
     ngx_str_t                                token, base, url;
     u_char                                   at[sizeof("2026-11-27T16:00:00Z")];
-    ngx_http_monetize_download_main_conf_t  *dmcf;
+    ngx_http_monetize_main_conf_t           *mcf;
+    ngx_http_monetize_download_conf_t       *dmcf;
 
-    dmcf = ngx_http_get_module_main_conf(r,
-                                         ngx_http_monetize_download_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+    dmcf = mcf->download;
 
     if (!dmcf->key_set) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

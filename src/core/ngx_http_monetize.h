@@ -66,6 +66,7 @@ typedef struct {
     ngx_msec_t                    overage_interval; /* between an account's
                                                      meter events */
     ngx_str_t                     billing_return_url;  /* see billing.c */
+    struct ngx_http_monetize_download_conf_s  *download;  /* download.c */
 } ngx_http_monetize_main_conf_t;
 
 
@@ -73,6 +74,8 @@ typedef struct {
     ngx_array_t                  *cors_origins;   /* of ngx_str_t; NULL:
                                                      off */
     ngx_uint_t                    session_cookie; /* see session_cookie.c */
+    ngx_flag_t                    download;       /* see download.c */
+    ngx_http_complex_value_t     *download_product;
 } ngx_http_monetize_loc_conf_t;
 
 

@@ -18,17 +18,16 @@
  * that product (?token= or X-Download-Token), checked in the access phase
  * from the token alone, as secure_link does: no database trip, the same on
  * every worker and node that shares monetize_key_secret. A refusal is a
- * 403 that nginx finalizes (error_page applies); its JSON comes from this
- * module's header filter, as the gate's does. Each download let through
- * is logged in download_logs from the log phase, batched
+ * 403 that nginx finalizes (error_page applies); its JSON comes from the
+ * header filter here, as the gate's does. Each download let through is
+ * logged in download_logs from the log phase, batched
  * (store/download_log.c).
+ *
+ * The core module's (one module a .so: the sanitizers' ODR check compares
+ * the .so's tables of module names). Its request context is found through
+ * the request pool's cleanup, never in the core module's slot, which the
+ * API's handler owns; that also keeps it across internal redirects.
  */
-
-
-typedef struct {
-    ngx_flag_t                             enable;
-    ngx_http_complex_value_t              *product;
-} ngx_http_monetize_download_loc_conf_t;
 
 
 typedef struct {
@@ -59,80 +58,11 @@ static ngx_int_t ngx_http_monetize_download_log_handler(
 static ngx_int_t ngx_http_monetize_download_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
-static ngx_int_t ngx_http_monetize_download_add_variables(ngx_conf_t *cf);
-static void *ngx_http_monetize_download_create_main_conf(ngx_conf_t *cf);
-static char *ngx_http_monetize_download_init_main_conf(ngx_conf_t *cf,
-    void *conf);
-static void *ngx_http_monetize_download_create_loc_conf(ngx_conf_t *cf);
-static char *ngx_http_monetize_download_merge_loc_conf(ngx_conf_t *cf,
-    void *parent, void *child);
-static char *ngx_http_monetize_download(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_monetize_download_ttl(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
-static ngx_int_t ngx_http_monetize_download_init(ngx_conf_t *cf);
-static void ngx_http_monetize_download_exit_process(ngx_cycle_t *cycle);
+static ngx_http_monetize_download_conf_t *ngx_http_monetize_download_conf(
+    ngx_conf_t *cf, ngx_http_monetize_main_conf_t *mcf);
 
 
 #define NGX_HTTP_MONETIZE_DOWNLOAD_TTL_MAX  (366 * 24 * 60 * 60)
-
-
-static ngx_command_t  ngx_http_monetize_download_commands[] = {
-
-    { ngx_string("monetize_download"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_http_monetize_download,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("monetize_download_ttl"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_monetize_download_ttl,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("monetize_download_url"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_set_complex_value_slot,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_monetize_download_main_conf_t, url),
-      NULL },
-
-      ngx_null_command
-};
-
-
-static ngx_http_module_t  ngx_http_monetize_download_module_ctx = {
-    ngx_http_monetize_download_add_variables, /* preconfiguration */
-    ngx_http_monetize_download_init,       /* postconfiguration */
-
-    ngx_http_monetize_download_create_main_conf, /* create main configuration */
-    ngx_http_monetize_download_init_main_conf, /* init main configuration */
-
-    NULL,                                  /* create server configuration */
-    NULL,                                  /* merge server configuration */
-
-    ngx_http_monetize_download_create_loc_conf, /* create location conf */
-    ngx_http_monetize_download_merge_loc_conf /* merge location conf */
-};
-
-
-ngx_module_t  ngx_http_monetize_download_module = {
-    NGX_MODULE_V1,
-    &ngx_http_monetize_download_module_ctx, /* module context */
-    ngx_http_monetize_download_commands,   /* module directives */
-    NGX_HTTP_MODULE,                       /* module type */
-    NULL,                                  /* init master */
-    NULL,                                  /* init module */
-    NULL,                                  /* init process */
-    NULL,                                  /* init thread */
-    NULL,                                  /* exit thread */
-    ngx_http_monetize_download_exit_process, /* exit process */
-    NULL,                                  /* exit master */
-    NGX_MODULE_V1_PADDING
-};
 
 
 static ngx_http_variable_t  ngx_http_monetize_download_vars[] = {
@@ -163,17 +93,16 @@ ngx_http_monetize_download_handler(ngx_http_request_t *r)
     ngx_str_t                                token, product;
     ngx_pool_cleanup_t                      *cln;
     ngx_http_monetize_download_ctx_t        *ctx;
-    ngx_http_monetize_download_loc_conf_t   *dlcf;
-    ngx_http_monetize_download_main_conf_t  *dmcf;
+    ngx_http_monetize_loc_conf_t            *lcf;
+    ngx_http_monetize_main_conf_t           *mcf;
 
-    dlcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_download_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_module);
 
-    if (!dlcf->enable || r != r->main) {
+    if (!lcf->download || r != r->main) {
         return NGX_DECLINED;
     }
 
-    dmcf = ngx_http_get_module_main_conf(r,
-                                         ngx_http_monetize_download_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
 
     ctx = ngx_http_monetize_download_get_ctx(r);
 
@@ -187,8 +116,6 @@ ngx_http_monetize_download_handler(ngx_http_request_t *r)
 
         cln->handler = ngx_http_monetize_download_cleanup;
         cln->data = ctx;
-
-        ngx_http_set_ctx(r, ctx, ngx_http_monetize_download_module);
     }
 
     /* a redirect into another download location is checked for its own */
@@ -196,7 +123,9 @@ ngx_http_monetize_download_handler(ngx_http_request_t *r)
     ctx->admitted = 0;
     ctx->denied = 0;
 
-    if (ngx_http_complex_value(r, dlcf->product, &product) != NGX_OK) {
+    if (ngx_http_complex_value(r, lcf->download_product, &product)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -211,7 +140,8 @@ ngx_http_monetize_download_handler(ngx_http_request_t *r)
         rc = NGX_HTTP_MONETIZE_DOWNLOAD_INVALID;
 
     } else {
-        rc = ngx_http_monetize_download_token_check(r->pool, dmcf->key,
+        rc = ngx_http_monetize_download_token_check(r->pool,
+                                                    mcf->download->key,
                                                     &token, &ctx->claims,
                                                     &why);
         if (rc == NGX_ERROR) {
@@ -316,25 +246,20 @@ ngx_http_monetize_download_token(ngx_http_request_t *r, ngx_str_t *token)
 }
 
 
-/* as the gate's: an internal redirect keeps the request's one context */
+/* the request's context, made by the access handler (see above) */
 
 static ngx_http_monetize_download_ctx_t *
 ngx_http_monetize_download_get_ctx(ngx_http_request_t *r)
 {
-    ngx_pool_cleanup_t                *cln;
-    ngx_http_monetize_download_ctx_t  *ctx;
+    ngx_pool_cleanup_t  *cln;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_monetize_download_module);
-
-    if (ctx || !r->internal || r != r->main) {
-        return ctx;
+    if (r != r->main) {
+        return NULL;
     }
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_monetize_download_cleanup) {
-            ctx = cln->data;
-            ngx_http_set_ctx(r, ctx, ngx_http_monetize_download_module);
-            return ctx;
+            return cln->data;
         }
     }
 
@@ -354,9 +279,15 @@ ngx_http_monetize_download_cleanup(void *data)
 static ngx_int_t
 ngx_http_monetize_download_header_filter(ngx_http_request_t *r)
 {
+    ngx_http_monetize_loc_conf_t      *lcf;
     ngx_http_monetize_download_ctx_t  *ctx;
 
-    if (r != r->main) {
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_module);
+
+    /* refused in this location, or not by us */
+    if (!lcf->download || r != r->main
+        || r->headers_out.status != NGX_HTTP_FORBIDDEN)
+    {
         return ngx_http_next_header_filter(r);
     }
 
@@ -385,11 +316,12 @@ ngx_http_monetize_download_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in)
 {
     ngx_chain_t                        out, *cl;
+    ngx_http_monetize_loc_conf_t      *lcf;
     ngx_http_monetize_download_ctx_t  *ctx;
 
-    ctx = (r == r->main)
-          ? ngx_http_get_module_ctx(r, ngx_http_monetize_download_module)
-          : NULL;
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_monetize_module);
+
+    ctx = lcf->download ? ngx_http_monetize_download_get_ctx(r) : NULL;
 
     if (ctx == NULL || !ctx->answering) {
         return ngx_http_next_body_filter(r, in);
@@ -478,7 +410,7 @@ ngx_http_monetize_download_variable(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_monetize_download_add_variables(ngx_conf_t *cf)
 {
     ngx_http_variable_t  *var, *v;
@@ -497,43 +429,53 @@ ngx_http_monetize_download_add_variables(ngx_conf_t *cf)
 }
 
 
-static void *
-ngx_http_monetize_download_create_main_conf(ngx_conf_t *cf)
+static ngx_http_monetize_download_conf_t *
+ngx_http_monetize_download_conf(ngx_conf_t *cf,
+    ngx_http_monetize_main_conf_t *mcf)
 {
-    ngx_http_monetize_download_main_conf_t  *dmcf;
+    ngx_http_monetize_download_conf_t  *dc;
 
-    dmcf = ngx_pcalloc(cf->pool,
-                       sizeof(ngx_http_monetize_download_main_conf_t));
-    if (dmcf == NULL) {
+    if (mcf->download) {
+        return mcf->download;
+    }
+
+    dc = ngx_pcalloc(cf->pool, sizeof(ngx_http_monetize_download_conf_t));
+    if (dc == NULL) {
         return NULL;
     }
 
     /*
      * set by ngx_pcalloc():
      *
-     *     dmcf->url = NULL;
-     *     dmcf->key_set = 0;
-     *     dmcf->used = 0;
+     *     dc->url = NULL;
+     *     dc->key_set = 0;
+     *     dc->used = 0;
      */
 
-    dmcf->ttl = NGX_CONF_UNSET;
+    dc->ttl = NGX_CONF_UNSET;
 
-    return dmcf;
+    mcf->download = dc;
+
+    return dc;
 }
 
 
-static char *
-ngx_http_monetize_download_init_main_conf(ngx_conf_t *cf, void *conf)
+char *
+ngx_http_monetize_download_init_conf(ngx_conf_t *cf,
+    ngx_http_monetize_main_conf_t *mcf)
 {
-    ngx_http_monetize_download_main_conf_t *dmcf = conf;
-
     ngx_str_t                           url;
-    ngx_http_monetize_main_conf_t      *mcf;
     ngx_http_compile_complex_value_t    ccv;
+    ngx_http_monetize_download_conf_t  *dc;
 
-    ngx_conf_init_value(dmcf->ttl, 24 * 60 * 60);
+    dc = ngx_http_monetize_download_conf(cf, mcf);
+    if (dc == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
-    if (dmcf->url == NULL) {
+    ngx_conf_init_value(dc->ttl, 24 * 60 * 60);
+
+    if (dc->url == NULL) {
         ngx_str_set(&url, "$scheme://$monetize_host/downloads/");
 
         ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
@@ -550,14 +492,11 @@ ngx_http_monetize_download_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        dmcf->url = ccv.complex_value;
+        dc->url = ccv.complex_value;
     }
 
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_monetize_module);
-
     if (mcf->key_secret.data) {
-        if (ngx_http_monetize_download_token_key(&mcf->key_secret,
-                                                 dmcf->key)
+        if (ngx_http_monetize_download_token_key(&mcf->key_secret, dc->key)
             != NGX_OK)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -565,10 +504,10 @@ ngx_http_monetize_download_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        dmcf->key_set = 1;
+        dc->key_set = 1;
     }
 
-    if (dmcf->used && (mcf->key_secret.data == NULL || mcf->pg == NULL)) {
+    if (dc->used && (mcf->key_secret.data == NULL || mcf->pg == NULL)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"monetize_download on\" needs "
                            "\"monetize_key_secret\" (its tokens' key) and "
@@ -581,46 +520,27 @@ ngx_http_monetize_download_init_main_conf(ngx_conf_t *cf, void *conf)
 }
 
 
-static void *
-ngx_http_monetize_download_create_loc_conf(ngx_conf_t *cf)
+char *
+ngx_http_monetize_download_merge_loc_conf(ngx_conf_t *cf,
+    ngx_http_monetize_loc_conf_t *prev, ngx_http_monetize_loc_conf_t *conf)
 {
-    ngx_http_monetize_download_loc_conf_t  *dlcf;
-
-    dlcf = ngx_pcalloc(cf->pool,
-                       sizeof(ngx_http_monetize_download_loc_conf_t));
-    if (dlcf == NULL) {
-        return NULL;
-    }
-
-    dlcf->enable = NGX_CONF_UNSET;
-    dlcf->product = NGX_CONF_UNSET_PTR;
-
-    return dlcf;
-}
-
-
-static char *
-ngx_http_monetize_download_merge_loc_conf(ngx_conf_t *cf, void *parent,
-    void *child)
-{
-    ngx_http_monetize_download_loc_conf_t *prev = parent;
-    ngx_http_monetize_download_loc_conf_t *conf = child;
-
     ngx_http_core_loc_conf_t  *clcf;
 
     /* "on" and its product go together */
 
-    if (conf->enable == NGX_CONF_UNSET) {
-        conf->enable = (prev->enable == NGX_CONF_UNSET) ? 0 : prev->enable;
-        conf->product = (prev->product == NGX_CONF_UNSET_PTR)
-                        ? NULL : prev->product;
+    if (conf->download == NGX_CONF_UNSET) {
+        conf->download = (prev->download == NGX_CONF_UNSET)
+                         ? 0 : prev->download;
+        conf->download_product = (prev->download_product
+                                  == NGX_CONF_UNSET_PTR)
+                                 ? NULL : prev->download_product;
     }
 
     /* as the gate: another access check must not let a download through */
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    if (conf->enable && clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
+    if (conf->download && clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"monetize_download on\" cannot be combined "
                            "with \"satisfy any\"%s%V%s: a download that "
@@ -637,25 +557,26 @@ ngx_http_monetize_download_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
 /* monetize_download on product=VALUE | off */
 
-static char *
+char *
 ngx_http_monetize_download(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_monetize_download_loc_conf_t *dlcf = conf;
+    ngx_http_monetize_loc_conf_t *lcf = conf;
 
-    ngx_str_t                                s, *value;
-    ngx_uint_t                               i;
-    ngx_http_compile_complex_value_t         ccv;
-    ngx_http_monetize_download_main_conf_t  *dmcf;
+    ngx_str_t                           s, *value;
+    ngx_uint_t                          i;
+    ngx_http_compile_complex_value_t    ccv;
+    ngx_http_monetize_main_conf_t      *mcf;
+    ngx_http_monetize_download_conf_t  *dc;
 
-    if (dlcf->enable != NGX_CONF_UNSET) {
+    if (lcf->download != NGX_CONF_UNSET) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
     if (ngx_strcmp(value[1].data, "off") == 0 && cf->args->nelts == 2) {
-        dlcf->enable = 0;
-        dlcf->product = NULL;
+        lcf->download = 0;
+        lcf->download_product = NULL;
         return NGX_CONF_OK;
     }
 
@@ -669,7 +590,8 @@ ngx_http_monetize_download(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "product=", 8) != 0
-            || value[i].len == 8 || dlcf->product != NGX_CONF_UNSET_PTR)
+            || value[i].len == 8
+            || lcf->download_product != NGX_CONF_UNSET_PTR)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "monetize_download: invalid or repeated "
@@ -681,9 +603,9 @@ ngx_http_monetize_download(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         s.data = value[i].data + 8;
         s.len = value[i].len - 8;
 
-        dlcf->product = ngx_palloc(cf->pool,
-                                   sizeof(ngx_http_complex_value_t));
-        if (dlcf->product == NULL) {
+        lcf->download_product = ngx_palloc(cf->pool,
+                                           sizeof(ngx_http_complex_value_t));
+        if (lcf->download_product == NULL) {
             return NGX_CONF_ERROR;
         }
 
@@ -691,25 +613,30 @@ ngx_http_monetize_download(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         ccv.cf = cf;
         ccv.value = &s;
-        ccv.complex_value = dlcf->product;
+        ccv.complex_value = lcf->download_product;
 
         if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
             return NGX_CONF_ERROR;
         }
     }
 
-    if (dlcf->product == NGX_CONF_UNSET_PTR) {
+    if (lcf->download_product == NGX_CONF_UNSET_PTR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"monetize_download on\" needs product=ID: the "
                            "product this location serves");
         return NGX_CONF_ERROR;
     }
 
-    dlcf->enable = 1;
+    lcf->download = 1;
 
-    dmcf = ngx_http_conf_get_module_main_conf(cf,
-               ngx_http_monetize_download_module);
-    dmcf->used = 1;
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_monetize_module);
+
+    dc = ngx_http_monetize_download_conf(cf, mcf);
+    if (dc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    dc->used = 1;
 
     return NGX_CONF_OK;
 }
@@ -717,16 +644,20 @@ ngx_http_monetize_download(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 /* monetize_download_ttl TIME: how long a new token is good for */
 
-static char *
+char *
 ngx_http_monetize_download_ttl(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    ngx_http_monetize_download_main_conf_t *dmcf = conf;
+    time_t                              t;
+    ngx_str_t                          *value;
+    ngx_http_monetize_download_conf_t  *dc;
 
-    time_t      t;
-    ngx_str_t  *value;
+    dc = ngx_http_monetize_download_conf(cf, conf);
+    if (dc == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
-    if (dmcf->ttl != NGX_CONF_UNSET) {
+    if (dc->ttl != NGX_CONF_UNSET) {
         return "is duplicate";
     }
 
@@ -743,13 +674,61 @@ ngx_http_monetize_download_ttl(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    dmcf->ttl = t;
+    dc->ttl = t;
 
     return NGX_CONF_OK;
 }
 
 
-static ngx_int_t
+/* monetize_download_url URL: variables allowed */
+
+char *
+ngx_http_monetize_download_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_str_t                          *value;
+    ngx_http_compile_complex_value_t    ccv;
+    ngx_http_monetize_download_conf_t  *dc;
+
+    dc = ngx_http_monetize_download_conf(cf, conf);
+    if (dc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (dc->url) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_download_url: empty URL");
+        return NGX_CONF_ERROR;
+    }
+
+    dc->url = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (dc->url == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = dc->url;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* the core module's postconfiguration */
+
+ngx_int_t
 ngx_http_monetize_download_init(ngx_conf_t *cf)
 {
     ngx_http_handler_pt        *h;
@@ -778,11 +757,4 @@ ngx_http_monetize_download_init(ngx_conf_t *cf)
     ngx_http_top_body_filter = ngx_http_monetize_download_body_filter;
 
     return NGX_OK;
-}
-
-
-static void
-ngx_http_monetize_download_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_http_monetize_download_log_exit();
 }

@@ -26,19 +26,18 @@
 
 
 /*
- * ngx_http_monetize_download_module: a third module in the core's .so, for
- * its own location configuration, request context and access/log phase
- * handlers (download.c); the tokens (download_token.c); the batched
- * writer of download_logs (store/download_log.c).
+ * Download tokens: the core module's directives and phase handlers
+ * (download.c), the tokens (core/download_token.c), the batched writer of
+ * download_logs (store/download_log.c).
  */
 
-typedef struct {
+typedef struct ngx_http_monetize_download_conf_s {
     time_t                           ttl;
     ngx_http_complex_value_t        *url;       /* the download location */
     u_char                           key[NGX_HTTP_MONETIZE_DOWNLOAD_KEY_LEN];
     unsigned                         key_set:1;
     unsigned                         used:1;    /* a location checks */
-} ngx_http_monetize_download_main_conf_t;
+} ngx_http_monetize_download_conf_t;
 
 
 /* what a token says, once its signature is checked */
@@ -60,8 +59,19 @@ ngx_int_t ngx_http_monetize_download_token_check(ngx_pool_t *pool,
     const char **why);
 
 
-
-extern ngx_module_t  ngx_http_monetize_download_module;
+/* the core module's hooks: its tables call these */
+char *ngx_http_monetize_download(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_monetize_download_ttl(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_monetize_download_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_monetize_download_add_variables(ngx_conf_t *cf);
+char *ngx_http_monetize_download_init_conf(ngx_conf_t *cf,
+    ngx_http_monetize_main_conf_t *mcf);
+char *ngx_http_monetize_download_merge_loc_conf(ngx_conf_t *cf,
+    ngx_http_monetize_loc_conf_t *prev, ngx_http_monetize_loc_conf_t *conf);
+ngx_int_t ngx_http_monetize_download_init(ngx_conf_t *cf);
 
 
 #endif /* _NGX_HTTP_MONETIZE_DOWNLOAD_H_INCLUDED_ */
