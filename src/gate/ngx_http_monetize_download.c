@@ -136,7 +136,8 @@ ngx_http_monetize_download_handler(ngx_http_request_t *r)
         rc = NGX_HTTP_MONETIZE_DOWNLOAD_INVALID;
 
     } else if (rc == NGX_BUSY) {
-        why = "?token= and X-Download-Token disagree";
+        why = "the token is given twice (?token=, X-Download-Token), "
+              "differently";
         rc = NGX_HTTP_MONETIZE_DOWNLOAD_INVALID;
 
     } else {
