@@ -101,6 +101,12 @@ static ngx_http_monetize_api_route_t  ngx_http_monetize_api_routes[] = {
     { ngx_string("usage"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_usage_handler },
 
+    { ngx_string("downloads"), NGX_HTTP_GET, 0, 1, 0,
+      ngx_http_monetize_downloads_list_handler },
+
+    { ngx_string("downloads/token"), NGX_HTTP_POST, 1, 1, 0,
+      ngx_http_monetize_download_token_handler },
+
     { ngx_string("me"), NGX_HTTP_GET, 0, 1, 0,
       ngx_http_monetize_me_handler },
 

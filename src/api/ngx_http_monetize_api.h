@@ -138,6 +138,10 @@ ngx_int_t ngx_http_monetize_billing_status_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
 ngx_int_t ngx_http_monetize_aws_credentials_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_downloads_list_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
+ngx_int_t ngx_http_monetize_download_token_handler(ngx_http_request_t *r,
+    ngx_http_monetize_api_ctx_t *ctx);
 char *ngx_http_monetize_billing_return_url(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 char *ngx_http_monetize_billing_init_conf(ngx_conf_t *cf,

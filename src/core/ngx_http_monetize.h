@@ -69,6 +69,7 @@ typedef struct {
                                                      meter events */
     ngx_str_t                     billing_return_url;  /* see billing.c */
     ngx_http_monetize_sts_conf_t *sts;            /* NULL: no AWS STS */
+    struct ngx_http_monetize_download_conf_s  *download;  /* download.c */
 } ngx_http_monetize_main_conf_t;
 
 
@@ -77,6 +78,8 @@ typedef struct {
                                                      off */
     ngx_http_monetize_portal_t   *portal;         /* monetize_portal */
     ngx_uint_t                    session_cookie; /* see session_cookie.c */
+    ngx_flag_t                    download;       /* see download.c */
+    ngx_http_complex_value_t     *download_product;
 } ngx_http_monetize_loc_conf_t;
 
 

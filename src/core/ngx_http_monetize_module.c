@@ -19,6 +19,7 @@
 #include "ngx_http_monetize_alerts.h"
 #include "ngx_http_monetize_notify.h"
 #include "ngx_http_monetize_overage.h"
+#include "ngx_http_monetize_download.h"
 
 
 /*
@@ -229,6 +230,20 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       0,
       NULL },
 
+    { ngx_string("monetize_download_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_download_ttl,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_download_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_monetize_download_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("monetize_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_monetize_api,
@@ -257,6 +272,13 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       0,
       NULL },
 
+    { ngx_string("monetize_download"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_monetize_download,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("monetize_portal_url"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_monetize_portal_url_conf,
@@ -275,7 +297,7 @@ static ngx_http_variable_t  ngx_http_monetize_host_var =
 
 static ngx_http_module_t  ngx_http_monetize_module_ctx = {
     ngx_http_monetize_add_variables,       /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_monetize_download_init,       /* postconfiguration */
 
     ngx_http_monetize_create_main_conf,    /* create main configuration */
     ngx_http_monetize_init_main_conf,      /* init main configuration */
@@ -440,6 +462,7 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
     ngx_http_monetize_jobs_exit();
     ngx_http_monetize_alerts_exit();
     ngx_http_monetize_overage_exit();
+    ngx_http_monetize_download_log_exit();
     ngx_http_monetize_curl_exit();
 }
 
@@ -459,7 +482,7 @@ ngx_http_monetize_add_variables(ngx_conf_t *cf)
     var->get_handler = v->get_handler;
     var->data = v->data;
 
-    return NGX_OK;
+    return ngx_http_monetize_download_add_variables(cf);
 }
 
 
@@ -618,6 +641,10 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_monetize_download_init_conf(cf, mcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (mcf->cache && mcf->pg == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "monetize_cache needs \"monetize_postgres\" at "
@@ -685,6 +712,8 @@ ngx_http_monetize_create_loc_conf(ngx_conf_t *cf)
 
     lcf->cors_origins = NGX_CONF_UNSET_PTR;
     lcf->session_cookie = NGX_CONF_UNSET_UINT;
+    lcf->download = NGX_CONF_UNSET;
+    lcf->download_product = NGX_CONF_UNSET_PTR;
 
     return lcf;
 }
@@ -700,5 +729,5 @@ ngx_http_monetize_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->session_cookie, prev->session_cookie,
                               NGX_HTTP_MONETIZE_SESSION_COOKIE_OFF);
 
-    return NGX_CONF_OK;
+    return ngx_http_monetize_download_merge_loc_conf(cf, prev, conf);
 }
