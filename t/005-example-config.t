@@ -27,7 +27,8 @@ my ($rc, $out, $err) = Test::Monetize::run_nginx(
     ['-t', '-p', "$prefix/", '-c', $example],
     env => { MONETIZE_PG_PASSWORD => 'x',
              MONETIZE_KEY_SECRET => '0123456789abcdef0123',
-             MONETIZE_JWT_SECRET => '0123456789abcdef0123456789abcdef' });
+             MONETIZE_JWT_SECRET => '0123456789abcdef0123456789abcdef',
+             MONETIZE_STRIPE_WEBHOOK_SECRET => 'whsec_005_example' });
 $out .= $err;
 is $rc, 0, 'nginx -t accepts nginx.conf.example' or diag $out;
 like $out, qr/syntax is ok/, '... and says so';
@@ -35,7 +36,8 @@ like $out, qr/syntax is ok/, '... and says so';
 ($rc, $out, $err) = Test::Monetize::run_nginx(
     ['-t', '-p', "$prefix/", '-c', $example],
     env => { MONETIZE_PG_PASSWORD => 'x', MONETIZE_KEY_SECRET => undef,
-             MONETIZE_JWT_SECRET => '0123456789abcdef0123456789abcdef' });
+             MONETIZE_JWT_SECRET => '0123456789abcdef0123456789abcdef',
+             MONETIZE_STRIPE_WEBHOOK_SECRET => 'whsec_005_example' });
 $out .= $err;
 isnt $rc, 0, 'without its secret in the environment it is refused';
 like $out, qr/\[emerg\].*monetize_key_secret: the environment variable "MONETIZE_KEY_SECRET" is not set/,
@@ -52,9 +54,14 @@ my $backend = Test::Monetize::Backend->start(sub {
 
 my ($port, $demo) = (Test::Monetize::free_port(), Test::Monetize::free_port());
 my $smtp = Test::Monetize::Smtp->start;
-# the demo's Stripe, as scripts/run starts it, on a port of this test's
+# the demo's Stripe, as scripts/run starts it, on a port of this test's:
+# what its Pay button sends, signed with the secret that the example reads
+# from the environment
+$ENV{MONETIZE_STRIPE_WEBHOOK_SECRET} = 'whsec_005_example';
 my $stripe = Test::Monetize::FakeStripe->start(
-    key => 'sk_test_demo_placeholder_0000000000');
+    key => 'sk_test_demo_placeholder_0000000000',
+    webhook => "http://127.0.0.1:$port/v1/webhooks/stripe",
+    webhook_secret => $ENV{MONETIZE_STRIPE_WEBHOOK_SECRET});
 my $conf = do { local (@ARGV, $/) = $example; <> };
 my %subst = (
     'port=5433' => "port=$ENV{MONETIZE_PG_PORT}",
@@ -160,6 +167,25 @@ my ($session) = grep { $_->{path} eq '/v1/checkout/sessions' }
 like $session->{form}{success_url} // '',
     qr{\Ahttp://127\.0\.0\.1:8080/portal/#billing\?checkout=success},
     '... returning to the portal on the example\'s public URL';
+
+# Paying on the fake's page: its webhook reaches the example, which grants
+sub balance {
+    my ($row) = Test::Monetize::psql(
+        'SELECT balance FROM balances WHERE user_id = $1', $_[0]);
+    return $row->[0];
+}
+my $before = balance($user);
+(my $pay = $res->{json}{checkout_url} // '') =~ s{\Ahttp://[^/]+}{};
+my $paid = Test::Monetize::HTTP->new(port => $stripe->port, timeout => 30,
+    raw => Test::Monetize::_build_request(method => 'POST', path => $pay,
+                                          body => ''))->wait;
+is $paid->{status}, 303, 'paying at the fake Stripe: 303 to the success URL';
+is_deeply [map { [$_->{type}, $_->{status}] }
+           $stripe->objects('deliveries')],
+    [['checkout.session.completed', 200]],
+    '... its webhook taken by the example (its secret from the environment)';
+is balance($user), $before + 1000, '... and the pack granted';
+Test::Monetize::reconcile();
 
 # A registration's verification mail reaches the example's mail server
 $res = $ngx->request('POST', '/v1/register',

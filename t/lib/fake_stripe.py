@@ -6,6 +6,7 @@
 # it was sent, make it fail, and make webhook events.
 #
 #   fake_stripe.py --port P --key sk_test_... [--pidfile FILE]
+#                  [--webhook URL --webhook-secret whsec_...]
 #
 # Stripe's part:
 #   POST /v1/customers, GET /v1/customers/{id}
@@ -14,7 +15,24 @@
 #   POST /v1/billing/meter_events   (a second one with the same identifier
 #                                    is a 400, as Stripe answers)
 #   GET /v1/subscriptions/{id}
-#   GET /pay/{session id}           (the "checkout page")
+#   GET /pay/{session id}           the "checkout page": what is bought,
+#                                   and a Pay button (a plain form)
+#   POST /pay/{session id}          pays: the session complete and paid
+#                                   (its subscription made, in subscription
+#                                   mode); with --webhook, the events Stripe
+#                                   would send (checkout.session.completed;
+#                                   for a subscription also
+#                                   customer.subscription.created and
+#                                   invoice.paid) POSTed to URL, signed as
+#                                   Stripe signs (Stripe-Signature: t=,v1=
+#                                   HMAC-SHA256 of "t.body" under the
+#                                   secret), each tried up to 4 times with
+#                                   backoff until a 2xx; then a 303 to the
+#                                   session's success_url. Paying again
+#                                   sends the same events again (same ids),
+#                                   as Stripe redelivers them.
+#   GET /portal/{portal session id} the "billing portal": a link back to
+#                                   its return_url
 # The control part:
 #   GET  /_fake/requests            every request to /v1/, in arrival order:
 #                                   {method, path, query, headers
@@ -38,6 +56,9 @@
 #                                   "lost" does the work (objects made,
 #                                   the idempotency key kept) and then
 #                                   closes without an answer
+#   GET  /_fake/objects/deliveries  every webhook delivery attempt:
+#                                   {event, type, url, attempt, status
+#                                   (null: no answer), at}
 #   GET  /_fake/event/{type}/{id}[?field=value...]
 #                                   a whole Stripe event about an object it
 #                                   made; a query overrides fields of
@@ -46,6 +67,9 @@
 #                                   parse as JSON
 
 import argparse
+import hashlib
+import hmac
+import html
 import json
 import os
 import secrets
@@ -53,7 +77,9 @@ import select
 import socket
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -61,13 +87,16 @@ LOCK = threading.Lock()
 STATE = {}
 KEY = None
 PORT = None
+WEBHOOK = None
+WEBHOOK_SECRET = None
 
 
 def reset():
     STATE.clear()
     STATE.update(requests=[], fails=[], idempotency={},
                  customers={}, checkout_sessions={}, portal_sessions={},
-                 meter_events={}, subscriptions={}, invoices={}, charges={})
+                 meter_events={}, subscriptions={}, invoices={}, charges={},
+                 payments={}, deliveries={})
 
 
 def new_id(prefix):
@@ -335,6 +364,97 @@ def make_event(type_, oid, query):
     return 200, ev
 
 
+# The checkout page, paying, and the webhooks that paying sends ------------
+
+def pay(sid):
+    """ the events of paying session sid: made at the first payment, the
+    same ones (same ids) again at the next, as Stripe redelivers them """
+    s = STATE['checkout_sessions'].get(sid)
+    if s is None:
+        return None
+    events = STATE['payments'].get(sid)
+    if events is None:
+        types = ['checkout.session.completed']
+        if s['mode'] == 'subscription':
+            types += ['customer.subscription.created', 'invoice.paid']
+        events = []
+        for t in types:
+            q = ([('billing_reason', '"subscription_create"')]
+                 if t == 'invoice.paid' else [])
+            events.append(make_event(t, sid, q)[1])
+        STATE['payments'][sid] = events
+    return s, events
+
+
+def sign(body, t):
+    mac = hmac.new(WEBHOOK_SECRET.encode(), str(t).encode() + b'.' + body,
+                   hashlib.sha256)
+    return 't=%d,v1=%s' % (t, mac.hexdigest())
+
+
+def deliver(ev):
+    """ POSTs ev to the webhook URL until a 2xx, 4 tries at most (0.5s,
+    1s, 2s between), each signed anew as Stripe does; True once 2xx """
+    body = json.dumps(ev).encode()
+    for attempt in range(1, 5):
+        req = urllib.request.Request(WEBHOOK, data=body, method='POST',
+            headers={'Content-Type': 'application/json; charset=utf-8',
+                     'User-Agent': 'Stripe/1.0 (+https://stripe.com/docs/'
+                                   'webhooks)',
+                     'Stripe-Signature': sign(body, int(time.time()))})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                status = r.status
+                r.read()
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except (OSError, ValueError):
+            status = None
+        with LOCK:
+            d = STATE['deliveries']
+            d[str(len(d) + 1)] = {'event': ev['id'], 'type': ev['type'],
+                                  'url': WEBHOOK, 'attempt': attempt,
+                                  'status': status, 'at': time.time()}
+        if status is not None and 200 <= status < 300:
+            return True
+        if attempt < 4:
+            time.sleep(0.5 * 2 ** (attempt - 1))
+    return False
+
+
+def page(title, body):
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<title>%s</title></head><body><h1>%s</h1>%s</body></html>\n'
+            % (title, title, body)).encode()
+
+
+def checkout_page(s):
+    e = html.escape
+    what = ''.join('<li>%s x %s</li>' % (
+        e(str(li.get('quantity', 1))),
+        e(str((((li.get('price_data') or {}).get('product_data') or {})
+               .get('name')) or li.get('price') or 'item')))
+        for li in s.get('line_items') or [])
+    amount = '%d.%02d %s' % (s['amount_total'] // 100,
+                             s['amount_total'] % 100, s['currency'].upper())
+    body = ('<p>Mode: %s. Total: %s. Status: %s, %s.</p><ul>%s</ul>'
+            % (e(s['mode']), e(amount), e(s['status']),
+               e(s['payment_status']), what))
+    body += ('<form method="post" action="/pay/%s">'
+             '<button type="submit">Pay</button></form>' % e(s['id']))
+    if s.get('cancel_url'):
+        body += '<p><a href="%s">Cancel</a></p>' % e(s['cancel_url'])
+    return page('Fake Stripe Checkout', body)
+
+
+def portal_page(ps):
+    e = html.escape
+    body = '<p>Customer %s.</p>' % e(ps['customer'])
+    if ps.get('return_url'):
+        body += '<p><a href="%s">Return</a></p>' % e(ps['return_url'])
+    return page('Fake Stripe billing portal', body)
+
+
 ROUTES = [
     ('POST', '/v1/customers', make_customer),
     ('POST', '/v1/checkout/sessions', make_checkout_session),
@@ -387,14 +507,50 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith('/_fake/'):
             return self.control(method, path, url.query, raw)
         if path.startswith('/pay/') or path.startswith('/portal/'):
-            body = b'<html><body>fake Stripe page</body></html>'
-            self.send_response(200)
-            self.send_header('Content-Type', 'text/html')
-            self.send_header('Content-Length', str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
+            return self.pages(method, path)
         return self.stripe(method, path, url.query, raw)
+
+    def html(self, status, body, headers=None):
+        self.send_response(status)
+        self.send_header('Content-Type', 'text/html; charset=utf-8')
+        self.send_header('Content-Length', str(len(body)))
+        self.send_header('Connection', 'close')
+        self.close_connection = True
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def pages(self, method, path):
+        kind, _, oid = path[1:].partition('/')
+        with LOCK:
+            if kind == 'portal':
+                ps = STATE['portal_sessions'].get(oid)
+                if ps is None or method != 'GET':
+                    return self.html(404, page('No such page', ''))
+                return self.html(200, portal_page(ps))
+            if method == 'GET':
+                s = STATE['checkout_sessions'].get(oid)
+                if s is None:
+                    return self.html(404, page('No such session', ''))
+                return self.html(200, checkout_page(s))
+            if method != 'POST':
+                return self.html(405, page('Method not allowed', ''))
+            paid = pay(oid)
+            if paid is None:
+                return self.html(404, page('No such session', ''))
+            s, events = paid
+            success = s['success_url'].replace('{CHECKOUT_SESSION_ID}',
+                                               s['id'])
+        # not under LOCK: the webhook's receiver may call this fake back
+        # and the browser goes on, delivered or not, as with Stripe
+        for ev in events:
+            if WEBHOOK and not deliver(ev):
+                print('%s %s: not delivered to %s' % (ev['id'], ev['type'],
+                                                      WEBHOOK), flush=True)
+        return self.html(303, page('Paid', '<p><a href="%s">Continue</a>'
+                                   '</p>' % html.escape(success)),
+                         {'Location': success})
 
     def control(self, method, path, query, raw):
         with LOCK:
@@ -565,14 +721,20 @@ def mask(key):
 
 
 def main():
-    global KEY, PORT
+    global KEY, PORT, WEBHOOK, WEBHOOK_SECRET
     ap = argparse.ArgumentParser()
     ap.add_argument('--port', type=int, required=True)
     ap.add_argument('--key', required=True)
     ap.add_argument('--pidfile')
+    ap.add_argument('--webhook', metavar='URL')
+    ap.add_argument('--webhook-secret', metavar='SECRET')
     a = ap.parse_args()
+    if bool(a.webhook) != bool(a.webhook_secret):
+        ap.error('--webhook and --webhook-secret go together')
     KEY = a.key
     PORT = a.port
+    WEBHOOK = a.webhook
+    WEBHOOK_SECRET = a.webhook_secret
     reset()
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.allow_reuse_address = True

@@ -142,7 +142,11 @@ file started are stopped then, even when the test dies.
                                     # 500|429|409|400|402|404|hang|drop),
                                     # ->reset, ->event($type, $id, %over)
                                     # (a hashref; ->event_json: its text),
-                                    # ->stop, ->restart (same port)
+                                    # ->stop, ->restart (same port);
+                                    # with webhook => URL, webhook_secret
+                                    # => S, paying at /pay/ sends the
+                                    # events, signed, to URL
+                                    # (->objects('deliveries'): each try)
   Test::Monetize::redis_cli(@args)  output (lines in list context); Redis
                                     too is shared: use keys of your own
   Test::Monetize::nginx_t(%conf)    (exit code, output) of nginx -t
@@ -2232,7 +2236,9 @@ sub start {
     my ($class, %o) = @_;
     my $self = bless { dir => $o{dir} // Test::Monetize::new_dir('stripe'),
                        port => $o{port} // Test::Monetize::free_port(),
-                       key => $o{key} // 'sk_test_monetize' },
+                       key => $o{key} // 'sk_test_monetize',
+                       webhook => $o{webhook},
+                       webhook_secret => $o{webhook_secret} },
                      $class;
     push @Fakes, $self;
     $self->restart;
@@ -2246,7 +2252,11 @@ sub restart {
         open STDOUT, '>>', "$self->{dir}/stripe.log";
         open STDERR, '>&', \*STDOUT;
         { exec '/usr/bin/python3', 't/lib/fake_stripe.py',
-               '--port', $self->{port}, '--key', $self->{key} };
+               '--port', $self->{port}, '--key', $self->{key},
+               map { defined $self->{$_->[0]}
+                         ? ($_->[1], $self->{$_->[0]}) : () }
+                   [webhook => '--webhook'],
+                   [webhook_secret => '--webhook-secret'] };
         POSIX::_exit(127);
     }
     $self->{pid} = $pid;
