@@ -15,9 +15,16 @@
  * Each worker's writer of money: the calls the gate debits, in batches, and
  * what it gives back.
  *
- * Debits: while one batch statement is in flight, the calls that arrive
- * wait; when it is answered (or fails), all of them go in the next one
- * (group commit). Each call is answered by its deadline, whatever the
+ * Debits: the calls that arrive in one turn of the event loop go in one
+ * batch statement (group commit). Up to BATCHES_IN_FLIGHT batches are in
+ * flight at once: a batch spends most of its time waiting (for the commit's
+ * WAL flush, for the worker's and the server's turns on the CPU, for an
+ * account's lock), and the calls that arrive meanwhile need not wait for
+ * its answer to be sent; nor does one account's held balance row hold up
+ * the other accounts' calls. The batches of one account take turns on its
+ * balance row, in the order they lock it; monetize_debit() decides each
+ * under that lock. With every batch in flight, the calls that arrive wait
+ * and all go in the next. Each call is answered by its deadline, whatever the
  * tries: its caller's (the gate's, from when it started on the call), or
  * at the latest the pool's timeout and grace after it arrived. A call
  * still waiting for a batch at its deadline is refused, never sent; a
@@ -37,6 +44,7 @@
 
 #define NGX_HTTP_MONETIZE_BATCH_MAX      256
 #define NGX_HTTP_MONETIZE_BATCH_TRIES    5
+#define NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT  2
 
 
 struct ngx_http_monetize_batch_s {
@@ -51,6 +59,7 @@ struct ngx_http_monetize_batch_s {
     ngx_event_t                        deadline;
     ngx_uint_t                         tries;
     unsigned                           unknown:1; /* a try got no answer */
+    unsigned                           flying:1;  /* counted in in_flight */
 };
 
 
@@ -60,7 +69,7 @@ struct ngx_http_monetize_ledger_s {
     ngx_queue_t                        pending;
     ngx_event_t                        late;       /* a pending deadline */
     ngx_event_t                        flush;
-    ngx_http_monetize_batch_t         *in_flight;
+    ngx_uint_t                         in_flight;  /* batches */
 
     ngx_msec_t                         budget;     /* of a debit */
 
@@ -173,7 +182,9 @@ ngx_http_monetize_debit(ngx_http_monetize_ledger_t *ledger,
 
     /* the calls that arrive in this turn of the event loop go together */
 
-    if (ledger->in_flight == NULL && !ledger->flush.posted) {
+    if (ledger->in_flight < NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT
+        && !ledger->flush.posted)
+    {
         ngx_post_event(&ledger->flush, &ngx_posted_events);
     }
 }
@@ -295,13 +306,13 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     ngx_http_monetize_batch_t  *b;
     ngx_http_monetize_debit_t  *d;
 
-    if (ledger->in_flight) {
+    if (ledger->in_flight >= NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT) {
         return;
     }
 
     ngx_http_monetize_debit_refuse_late(ledger);
 
-    if (ledger->in_flight || ngx_queue_empty(&ledger->pending)) {
+    if (ngx_queue_empty(&ledger->pending)) {
         return;
     }
 
@@ -410,14 +421,24 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
         }
     }
 
-    ledger->in_flight = b;
+    ledger->in_flight++;
+    b->flying = 1;
 
     if (ngx_http_monetize_batch_send(b) != NGX_OK) {
         goto batch_failed;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "monetize ledger: debit batch of %ui", n);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "monetize ledger: debit batch of %ui, %ui in flight",
+                   n, ledger->in_flight);
+
+    /* more than a batch's worth waited: the rest may go at once */
+
+    if (ledger->in_flight < NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT
+        && !ngx_queue_empty(&ledger->pending) && !ledger->flush.posted)
+    {
+        ngx_post_event(&ledger->flush, &ngx_posted_events);
+    }
 
     return;
 
@@ -664,15 +685,15 @@ ngx_http_monetize_batch_fail(ngx_http_monetize_batch_t *b,
         ngx_del_timer(&b->deadline);
     }
 
-    if (ledger->in_flight == b) {
-        ledger->in_flight = NULL;
+    if (b->flying) {
+        ledger->in_flight--;
     }
 
     /* a try still queued or running is detached: its answer is dropped */
     ngx_destroy_pool(b->pool);
 
-    if (ledger->in_flight == NULL && !ngx_queue_empty(&ledger->pending)
-        && !ledger->flush.posted)
+    if (ledger->in_flight < NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT
+        && !ngx_queue_empty(&ledger->pending) && !ledger->flush.posted)
     {
         ngx_post_event(&ledger->flush, &ngx_posted_events);
     }
