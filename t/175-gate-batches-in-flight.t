@@ -1,10 +1,11 @@
-# A worker keeps two debit batches in flight (issue 11, item 3): the calls
-# that arrive while one batch waits for PostgreSQL go in a second one at
-# once, instead of waiting for the first to be answered. So one account
-# whose balance row is held does not hold up another account's calls; and
-# with both batches held, a third waits for one of them, as a single batch
-# did before. Exactness is PostgreSQL's (each batch locks its accounts):
-# every call answered 200 is debited once.
+# A worker keeps two debit batches in flight, of different accounts (issue
+# 11, item 3): one account whose balance row is held does not hold up
+# another account's calls, which go in a second batch at once. A call of
+# the held account waits for its batch (a second batch of it would only
+# wait for the lock); with both batches held, a third account's call waits
+# for one of them, as any call did behind the single batch before.
+# Exactness is PostgreSQL's (each batch locks its accounts): every call
+# answered 200 is debited once.
 
 use strict;
 use warnings;
@@ -84,6 +85,10 @@ cmp_ok $took, '<', 2, '... in its own batch, not after A\'s (5 s timeout)'
 is balance($ub), 8, '... and B is debited';
 ok !$a->done, "A's call still waits";
 
+my $a2 = call($ka);
+select undef, undef, undef, 0.5;
+is waiting_on_lock(), 1, "A's second call is not sent in a batch of its own";
+
 # --- two batches held: a third call waits for one of them --------------------
 
 my $hold2 = Test::Monetize::psql_session();
@@ -102,13 +107,15 @@ ok !$c->done, "C's call waits for a batch to be answered";
 $hold->query('COMMIT');
 $res = $ngx->finish_request($a);
 is $res->{status}, 200, "A's balance row is let go: A's call passes";
+$res = $ngx->finish_request($a2);
+is $res->{status}, 200, "... and A's second, in the batch after";
 $res = $ngx->finish_request($c);
-is $res->{status}, 200, "... and C's, in the batch after A's";
+is $res->{status}, 200, "... and C's";
 $hold2->query('COMMIT');
 $res = $ngx->finish_request($b);
 is $res->{status}, 200, "B's second call passes";
 
-is balance($ua), 8, 'A paid for its two calls';
+is balance($ua), 7, 'A paid for its three calls';
 is balance($ub), 7, 'B for its three';
 is balance($uc), 8, 'C for its two';
 

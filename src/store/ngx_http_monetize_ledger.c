@@ -17,14 +17,13 @@
  *
  * Debits: the calls that arrive in one turn of the event loop go in one
  * batch statement (group commit). Up to BATCHES_IN_FLIGHT batches are in
- * flight at once: a batch spends most of its time waiting (for the commit's
- * WAL flush, for the worker's and the server's turns on the CPU, for an
- * account's lock), and the calls that arrive meanwhile need not wait for
- * its answer to be sent; nor does one account's held balance row hold up
- * the other accounts' calls. The batches of one account take turns on its
- * balance row, in the order they lock it; monetize_debit() decides each
- * under that lock. With every batch in flight, the calls that arrive wait
- * and all go in the next. Each call is answered by its deadline, whatever the
+ * flight at once, of different accounts: one account's held balance row
+ * does not hold up the other accounts' calls. A call of an account that a
+ * batch in flight holds waits for that batch's answer, and all its
+ * account's calls that arrived meanwhile go in one batch then: a second
+ * batch of the account would only wait for the first's lock, and each
+ * batch has a fixed cost (PostgreSQL's CPU, a commit), so splitting one
+ * account's calls into more, smaller batches made the gate slower. Each call is answered by its deadline, whatever the
  * tries: its caller's (the gate's, from when it started on the call), or
  * at the latest the pool's timeout and grace after it arrived. A call
  * still waiting for a batch at its deadline is refused, never sent; a
@@ -53,6 +52,9 @@ struct ngx_http_monetize_batch_s {
     ngx_uint_t                         n;
     ngx_http_monetize_debit_t        **items;    /* NULL: its owner left */
     ngx_str_t                         *users;
+    ngx_str_t                         *accounts;  /* distinct users */
+    ngx_uint_t                         naccounts;
+    ngx_queue_t                        flying_link;
     ngx_str_t                         *refs;
     ngx_str_t                          params[5];
     ngx_http_monetize_pg_query_t      *query;    /* the try in flight */
@@ -70,6 +72,7 @@ struct ngx_http_monetize_ledger_s {
     ngx_event_t                        late;       /* a pending deadline */
     ngx_event_t                        flush;
     ngx_uint_t                         in_flight;  /* batches */
+    ngx_queue_t                        flying;     /* those batches */
 
     ngx_msec_t                         budget;     /* of a debit */
 
@@ -84,6 +87,8 @@ static void ngx_http_monetize_debit_late(ngx_event_t *ev);
 static void ngx_http_monetize_debit_refuse_late(
     ngx_http_monetize_ledger_t *ledger);
 static void ngx_http_monetize_debit_flush(ngx_event_t *ev);
+static ngx_uint_t ngx_http_monetize_ledger_holds(
+    ngx_http_monetize_ledger_t *ledger, ngx_str_t *user);
 static ngx_int_t ngx_http_monetize_batch_send(ngx_http_monetize_batch_t *b);
 static void ngx_http_monetize_batch_done(ngx_http_monetize_pg_query_t *q);
 static void ngx_http_monetize_batch_answer(ngx_http_monetize_batch_t *b,
@@ -198,6 +203,7 @@ ngx_http_monetize_ledger_init(ngx_http_monetize_ledger_t *ledger)
     }
 
     ngx_queue_init(&ledger->pending);
+    ngx_queue_init(&ledger->flying);
 
     ledger->late.handler = ngx_http_monetize_debit_late;
     ledger->late.data = ledger;
@@ -301,7 +307,7 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     ngx_msec_t                  deadline;
     ngx_msec_int_t              left;
     ngx_pool_t                 *pool;
-    ngx_queue_t                *q;
+    ngx_queue_t                *q, *next;
     ngx_str_t                  *users, *keys, *costs, *quotas;
     ngx_http_monetize_batch_t  *b;
     ngx_http_monetize_debit_t  *d;
@@ -312,7 +318,19 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
 
     ngx_http_monetize_debit_refuse_late(ledger);
 
-    if (ngx_queue_empty(&ledger->pending)) {
+    for (q = ngx_queue_head(&ledger->pending);
+         q != ngx_queue_sentinel(&ledger->pending);
+         q = ngx_queue_next(q))
+    {
+        d = ngx_queue_data(q, ngx_http_monetize_debit_t, queue);
+
+        if (!ngx_http_monetize_ledger_holds(ledger, &d->user_id)) {
+            break;
+        }
+    }
+
+    if (q == ngx_queue_sentinel(&ledger->pending)) {
+        /* nothing, or only calls of accounts in flight: they wait */
         return;
     }
 
@@ -338,6 +356,8 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     b->refs = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     b->users = ngx_palloc(pool,
                           NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
+    b->accounts = ngx_palloc(pool,
+                             NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     users = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     keys = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     costs = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
@@ -345,21 +365,28 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     p = ngx_pnalloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * NGX_INT64_LEN);
 
     if (b->items == NULL || b->refs == NULL || b->users == NULL
-        || users == NULL || keys == NULL
+        || b->accounts == NULL || users == NULL || keys == NULL
         || costs == NULL || quotas == NULL || p == NULL)
     {
         ngx_destroy_pool(pool);
         goto failed;
     }
 
-    for (n = 0;
-         n < NGX_HTTP_MONETIZE_BATCH_MAX && !ngx_queue_empty(&ledger->pending);
-         n++)
-    {
-        q = ngx_queue_head(&ledger->pending);
-        ngx_queue_remove(q);
+    n = 0;
 
+    for (q = ngx_queue_head(&ledger->pending);
+         n < NGX_HTTP_MONETIZE_BATCH_MAX
+         && q != ngx_queue_sentinel(&ledger->pending);
+         q = next)
+    {
+        next = ngx_queue_next(q);
         d = ngx_queue_data(q, ngx_http_monetize_debit_t, queue);
+
+        if (ngx_http_monetize_ledger_holds(ledger, &d->user_id)) {
+            continue;
+        }
+
+        ngx_queue_remove(q);
         d->queued = 0;
         d->slot = &b->items[n];
 
@@ -388,6 +415,21 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
             n++;
             goto batch_failed;
         }
+
+        for (i = 0; i < b->naccounts; i++) {
+            if (b->accounts[i].len == d->user_id.len
+                && ngx_strncmp(b->accounts[i].data, d->user_id.data,
+                               d->user_id.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (i == b->naccounts) {
+            b->accounts[b->naccounts++] = b->users[n];
+        }
+
+        n++;
     }
 
     b->n = n;
@@ -422,6 +464,7 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     }
 
     ledger->in_flight++;
+    ngx_queue_insert_tail(&ledger->flying, &b->flying_link);
     b->flying = 1;
 
     if (ngx_http_monetize_batch_send(b) != NGX_OK) {
@@ -434,7 +477,8 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
 
     /* more than a batch's worth waited: the rest may go at once */
 
-    if (ledger->in_flight < NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT
+    if (n == NGX_HTTP_MONETIZE_BATCH_MAX
+        && ledger->in_flight < NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT
         && !ngx_queue_empty(&ledger->pending) && !ledger->flush.posted)
     {
         ngx_post_event(&ledger->flush, &ngx_posted_events);
@@ -453,6 +497,36 @@ failed:
     /* out of memory: the calls wait for the next batch */
     ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                   "monetize: cannot allocate a debit batch");
+}
+
+
+/* Is one of the batches in flight that of the account USER? */
+
+static ngx_uint_t
+ngx_http_monetize_ledger_holds(ngx_http_monetize_ledger_t *ledger,
+    ngx_str_t *user)
+{
+    ngx_uint_t                  i;
+    ngx_queue_t                *q;
+    ngx_http_monetize_batch_t  *b;
+
+    for (q = ngx_queue_head(&ledger->flying);
+         q != ngx_queue_sentinel(&ledger->flying);
+         q = ngx_queue_next(q))
+    {
+        b = ngx_queue_data(q, ngx_http_monetize_batch_t, flying_link);
+
+        for (i = 0; i < b->naccounts; i++) {
+            if (b->accounts[i].len == user->len
+                && ngx_strncmp(b->accounts[i].data, user->data, user->len)
+                   == 0)
+            {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
 }
 
 
@@ -687,6 +761,7 @@ ngx_http_monetize_batch_fail(ngx_http_monetize_batch_t *b,
 
     if (b->flying) {
         ledger->in_flight--;
+        ngx_queue_remove(&b->flying_link);
     }
 
     /* a try still queued or running is detached: its answer is dropped */
