@@ -23,9 +23,11 @@
  * account's calls that arrived meanwhile go in one batch then: a second
  * batch of the account would only wait for the first's lock, and each
  * batch has a fixed cost (PostgreSQL's CPU, a commit), so splitting one
- * account's calls into more, smaller batches made the gate slower. Each call is answered by its deadline, whatever the
- * tries: its caller's (the gate's, from when it started on the call), or
- * at the latest the pool's timeout and grace after it arrived. A call
+ * account's calls into more, smaller batches made the gate slower.
+ *
+ * Each call is answered by its deadline, whatever the tries: its caller's
+ * (the gate's, from when it started on the call), or at the latest the
+ * pool's timeout and grace after it arrived. A call
  * still waiting for a batch at its deadline is refused, never sent; a
  * batch's timer is its earliest call's. A batch whose answer was lost (the
  * connection died after sending) is sent again with the same references,
