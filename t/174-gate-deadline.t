@@ -188,25 +188,28 @@ cmp_ok $res->{elapsed}, '<=', 3.4, '... within its deadline'
 costs_what_it_says($ue, 10, $res, 'a slow lookup, then a debit');
 $ngx->stop;
 
-# --- a debit whose deadline passes while it waits behind a batch ----------
+# --- a debit whose deadline passes while it waits behind the batches -----
 
-# The call under test (g) starts first; its lookup is held. Then a debit
-# (f) is sent and held on its account, and a cached call (h) waits behind
-# it. Then g's key is found: its debit waits behind f too, after h, with
-# an earlier deadline than both. It is refused at that deadline, never
-# sent; h goes in the next batch.
+# The call under test (g) starts first; its lookup is held. Then two
+# debits (f, f2: a worker has two batches in flight) are sent and held on
+# their accounts, and a cached call (h) waits behind them. Then g's key is
+# found: its debit waits behind f and f2 too, after h, with an earlier
+# deadline than all. It is refused at that deadline, never sent; h goes in
+# the next batch.
 
-$ngx = start_nginx('pool=2 timeout=3s');
+$ngx = start_nginx('pool=3 timeout=3s');
 my ($uf, $kf) = Test::Monetize::account(credits => 10);
+my ($uf2, $kf2) = Test::Monetize::account(credits => 10);
 my ($ug, $kg) = Test::Monetize::account(credits => 10);
 my ($uh, $kh) = Test::Monetize::account(credits => 10);
 
 is $ngx->request('GET', '/api/x', headers => {'X-API-Key' => $_})->{status},
-    200, 'a call passes; its key is cached' for $kf, $kh;
+    200, 'a call passes; its key is cached' for $kf, $kf2, $kh;
 
 $lock->query('SELECT pg_advisory_lock(60061)');
 $row->query('BEGIN');
-$row->query("SELECT 1 FROM balances WHERE user_id = '$uf' FOR UPDATE");
+$row->query("SELECT 1 FROM balances WHERE user_id IN ('$uf', '$uf2')"
+            . " FOR UPDATE");
 
 $mark = $ngx->error_log_mark;
 $t0 = time;
@@ -214,10 +217,13 @@ my $g = call($ngx, $kg);
 ok Test::Monetize::wait_until(10, sub { lookups_held() == 1 }),
     'the lookup of the call under test is held';
 
-pause_until($t0 + 2.0);
+pause_until($t0 + 1.5);        # two debits to hold before 2.3
 my $f = call($ngx, $kf);
 ok Test::Monetize::wait_until(10, sub { debits_held() == 1 }),
     'a debit of another account is sent and held';
+my $f2 = call($ngx, $kf2);
+ok Test::Monetize::wait_until(10, sub { debits_held() == 2 }),
+    '... and one of a third, in a second batch';
 my $h = call($ngx, $kh);
 
 pause_until($t0 + 2.3);
@@ -226,6 +232,7 @@ $lock->query('SELECT pg_advisory_unlock(60061)');
 my $rg = $ngx->finish_request($g);
 my $rh = $ngx->finish_request($h);
 my $rf = $ngx->finish_request($f);
+my $rf2 = $ngx->finish_request($f2);
 $log = $ngx->error_log_since($mark);
 $row->query('COMMIT');
 
@@ -242,6 +249,8 @@ is_deeply [Test::Monetize::psql(
 costs_what_it_says($ug, 10, $rg, 'refused before it was sent');
 is $rf->{status}, 503, 'the held debit: 503 at the statement timeout';
 costs_what_it_says($uf, 9, $rf, 'the held debit');
+is $rf2->{status}, 503, 'the second held debit: 503 too';
+costs_what_it_says($uf2, 9, $rf2, 'the second held debit');
 is $rh->{status}, 200, 'the call queued behind it passes in the next batch';
 costs_what_it_says($uh, 9, $rh, 'queued behind');
 $ngx->stop;

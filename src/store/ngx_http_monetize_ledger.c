@@ -15,11 +15,19 @@
  * Each worker's writer of money: the calls the gate debits, in batches, and
  * what it gives back.
  *
- * Debits: while one batch statement is in flight, the calls that arrive
- * wait; when it is answered (or fails), all of them go in the next one
- * (group commit). Each call is answered by its deadline, whatever the
- * tries: its caller's (the gate's, from when it started on the call), or
- * at the latest the pool's timeout and grace after it arrived. A call
+ * Debits: the calls that arrive in one turn of the event loop go in one
+ * batch statement (group commit). Up to BATCHES_IN_FLIGHT batches are in
+ * flight at once, of different accounts: one account's held balance row
+ * does not hold up the other accounts' calls. A call of an account that a
+ * batch in flight holds waits for that batch's answer, and all its
+ * account's calls that arrived meanwhile go in one batch then: a second
+ * batch of the account would only wait for the first's lock, and each
+ * batch has a fixed cost (PostgreSQL's CPU, a commit), so splitting one
+ * account's calls into more, smaller batches made the gate slower.
+ *
+ * Each call is answered by its deadline, whatever the tries: its caller's
+ * (the gate's, from when it started on the call), or at the latest the
+ * pool's timeout and grace after it arrived. A call
  * still waiting for a batch at its deadline is refused, never sent; a
  * batch's timer is its earliest call's. A batch whose answer was lost (the
  * connection died after sending) is sent again with the same references,
@@ -37,6 +45,7 @@
 
 #define NGX_HTTP_MONETIZE_BATCH_MAX      256
 #define NGX_HTTP_MONETIZE_BATCH_TRIES    5
+#define NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT  2
 
 
 struct ngx_http_monetize_batch_s {
@@ -45,12 +54,16 @@ struct ngx_http_monetize_batch_s {
     ngx_uint_t                         n;
     ngx_http_monetize_debit_t        **items;    /* NULL: its owner left */
     ngx_str_t                         *users;
+    ngx_str_t                         *accounts;  /* distinct users */
+    ngx_uint_t                         naccounts;
+    ngx_queue_t                        flying_link;
     ngx_str_t                         *refs;
     ngx_str_t                          params[5];
     ngx_http_monetize_pg_query_t      *query;    /* the try in flight */
     ngx_event_t                        deadline;
     ngx_uint_t                         tries;
     unsigned                           unknown:1; /* a try got no answer */
+    unsigned                           flying:1;  /* counted in in_flight */
 };
 
 
@@ -60,7 +73,8 @@ struct ngx_http_monetize_ledger_s {
     ngx_queue_t                        pending;
     ngx_event_t                        late;       /* a pending deadline */
     ngx_event_t                        flush;
-    ngx_http_monetize_batch_t         *in_flight;
+    ngx_uint_t                         in_flight;  /* batches */
+    ngx_queue_t                        flying;     /* those batches */
 
     ngx_msec_t                         budget;     /* of a debit */
 
@@ -75,6 +89,8 @@ static void ngx_http_monetize_debit_late(ngx_event_t *ev);
 static void ngx_http_monetize_debit_refuse_late(
     ngx_http_monetize_ledger_t *ledger);
 static void ngx_http_monetize_debit_flush(ngx_event_t *ev);
+static ngx_uint_t ngx_http_monetize_ledger_holds(
+    ngx_http_monetize_ledger_t *ledger, ngx_str_t *user);
 static ngx_int_t ngx_http_monetize_batch_send(ngx_http_monetize_batch_t *b);
 static void ngx_http_monetize_batch_done(ngx_http_monetize_pg_query_t *q);
 static void ngx_http_monetize_batch_answer(ngx_http_monetize_batch_t *b,
@@ -173,7 +189,9 @@ ngx_http_monetize_debit(ngx_http_monetize_ledger_t *ledger,
 
     /* the calls that arrive in this turn of the event loop go together */
 
-    if (ledger->in_flight == NULL && !ledger->flush.posted) {
+    if (ledger->in_flight < NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT
+        && !ledger->flush.posted)
+    {
         ngx_post_event(&ledger->flush, &ngx_posted_events);
     }
 }
@@ -187,6 +205,7 @@ ngx_http_monetize_ledger_init(ngx_http_monetize_ledger_t *ledger)
     }
 
     ngx_queue_init(&ledger->pending);
+    ngx_queue_init(&ledger->flying);
 
     ledger->late.handler = ngx_http_monetize_debit_late;
     ledger->late.data = ledger;
@@ -290,18 +309,30 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     ngx_msec_t                  deadline;
     ngx_msec_int_t              left;
     ngx_pool_t                 *pool;
-    ngx_queue_t                *q;
+    ngx_queue_t                *q, *next;
     ngx_str_t                  *users, *keys, *costs, *quotas;
     ngx_http_monetize_batch_t  *b;
     ngx_http_monetize_debit_t  *d;
 
-    if (ledger->in_flight) {
+    if (ledger->in_flight >= NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT) {
         return;
     }
 
     ngx_http_monetize_debit_refuse_late(ledger);
 
-    if (ledger->in_flight || ngx_queue_empty(&ledger->pending)) {
+    for (q = ngx_queue_head(&ledger->pending);
+         q != ngx_queue_sentinel(&ledger->pending);
+         q = ngx_queue_next(q))
+    {
+        d = ngx_queue_data(q, ngx_http_monetize_debit_t, queue);
+
+        if (!ngx_http_monetize_ledger_holds(ledger, &d->user_id)) {
+            break;
+        }
+    }
+
+    if (q == ngx_queue_sentinel(&ledger->pending)) {
+        /* nothing, or only calls of accounts in flight: they wait */
         return;
     }
 
@@ -327,6 +358,8 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     b->refs = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     b->users = ngx_palloc(pool,
                           NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
+    b->accounts = ngx_palloc(pool,
+                             NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     users = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     keys = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
     costs = ngx_palloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * sizeof(ngx_str_t));
@@ -334,21 +367,28 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
     p = ngx_pnalloc(pool, NGX_HTTP_MONETIZE_BATCH_MAX * NGX_INT64_LEN);
 
     if (b->items == NULL || b->refs == NULL || b->users == NULL
-        || users == NULL || keys == NULL
+        || b->accounts == NULL || users == NULL || keys == NULL
         || costs == NULL || quotas == NULL || p == NULL)
     {
         ngx_destroy_pool(pool);
         goto failed;
     }
 
-    for (n = 0;
-         n < NGX_HTTP_MONETIZE_BATCH_MAX && !ngx_queue_empty(&ledger->pending);
-         n++)
-    {
-        q = ngx_queue_head(&ledger->pending);
-        ngx_queue_remove(q);
+    n = 0;
 
+    for (q = ngx_queue_head(&ledger->pending);
+         n < NGX_HTTP_MONETIZE_BATCH_MAX
+         && q != ngx_queue_sentinel(&ledger->pending);
+         q = next)
+    {
+        next = ngx_queue_next(q);
         d = ngx_queue_data(q, ngx_http_monetize_debit_t, queue);
+
+        if (ngx_http_monetize_ledger_holds(ledger, &d->user_id)) {
+            continue;
+        }
+
+        ngx_queue_remove(q);
         d->queued = 0;
         d->slot = &b->items[n];
 
@@ -377,6 +417,21 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
             n++;
             goto batch_failed;
         }
+
+        for (i = 0; i < b->naccounts; i++) {
+            if (b->accounts[i].len == d->user_id.len
+                && ngx_strncmp(b->accounts[i].data, d->user_id.data,
+                               d->user_id.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (i == b->naccounts) {
+            b->accounts[b->naccounts++] = b->users[n];
+        }
+
+        n++;
     }
 
     b->n = n;
@@ -410,14 +465,26 @@ ngx_http_monetize_debit_flush(ngx_event_t *ev)
         }
     }
 
-    ledger->in_flight = b;
+    ledger->in_flight++;
+    ngx_queue_insert_tail(&ledger->flying, &b->flying_link);
+    b->flying = 1;
 
     if (ngx_http_monetize_batch_send(b) != NGX_OK) {
         goto batch_failed;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "monetize ledger: debit batch of %ui", n);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "monetize ledger: debit batch of %ui, %ui in flight",
+                   n, ledger->in_flight);
+
+    /* more than a batch's worth waited: the rest may go at once */
+
+    if (n == NGX_HTTP_MONETIZE_BATCH_MAX
+        && ledger->in_flight < NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT
+        && !ngx_queue_empty(&ledger->pending) && !ledger->flush.posted)
+    {
+        ngx_post_event(&ledger->flush, &ngx_posted_events);
+    }
 
     return;
 
@@ -432,6 +499,36 @@ failed:
     /* out of memory: the calls wait for the next batch */
     ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                   "monetize: cannot allocate a debit batch");
+}
+
+
+/* Is one of the batches in flight that of the account USER? */
+
+static ngx_uint_t
+ngx_http_monetize_ledger_holds(ngx_http_monetize_ledger_t *ledger,
+    ngx_str_t *user)
+{
+    ngx_uint_t                  i;
+    ngx_queue_t                *q;
+    ngx_http_monetize_batch_t  *b;
+
+    for (q = ngx_queue_head(&ledger->flying);
+         q != ngx_queue_sentinel(&ledger->flying);
+         q = ngx_queue_next(q))
+    {
+        b = ngx_queue_data(q, ngx_http_monetize_batch_t, flying_link);
+
+        for (i = 0; i < b->naccounts; i++) {
+            if (b->accounts[i].len == user->len
+                && ngx_strncmp(b->accounts[i].data, user->data, user->len)
+                   == 0)
+            {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
 }
 
 
@@ -664,15 +761,16 @@ ngx_http_monetize_batch_fail(ngx_http_monetize_batch_t *b,
         ngx_del_timer(&b->deadline);
     }
 
-    if (ledger->in_flight == b) {
-        ledger->in_flight = NULL;
+    if (b->flying) {
+        ledger->in_flight--;
+        ngx_queue_remove(&b->flying_link);
     }
 
     /* a try still queued or running is detached: its answer is dropped */
     ngx_destroy_pool(b->pool);
 
-    if (ledger->in_flight == NULL && !ngx_queue_empty(&ledger->pending)
-        && !ledger->flush.posted)
+    if (ledger->in_flight < NGX_HTTP_MONETIZE_BATCHES_IN_FLIGHT
+        && !ngx_queue_empty(&ledger->pending) && !ledger->flush.posted)
     {
         ngx_post_event(&ledger->flush, &ngx_posted_events);
     }
