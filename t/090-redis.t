@@ -313,3 +313,24 @@ GET /v1/health
 --- error_code: 200
 --- response_json
 {"status": "ok", "postgres": "ok", "redis": "ok"}
+
+=== TEST 14: a batch bound of 0
+--- http_config
+    monetize_redis 127.0.0.1:6379 batch=0;
+--- must_die
+--- error_log
+monetize_redis: invalid "batch=0", give batch=N from 1 to 1000 calls
+
+=== TEST 15: a batch bound over 1000
+--- http_config
+    monetize_redis 127.0.0.1:6379 batch=1001;
+--- must_die
+--- error_log
+monetize_redis: invalid "batch=1001", give batch=N from 1 to 1000 calls
+
+=== TEST 16: a batch bound that is not a number
+--- http_config
+    monetize_redis 127.0.0.1:6379 batch=many;
+--- must_die
+--- error_log
+monetize_redis: invalid "batch=many", give batch=N from 1 to 1000 calls

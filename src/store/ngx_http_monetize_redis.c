@@ -13,90 +13,33 @@
 
 /*
  * Commands on the worker's Redis connection (ngx_http_monetize_redis_conn.c):
- * pipelined, each under its own timer, each answered from a posted event.
+ * the limiter's calls, decided in batches (ngx_http_monetize_redis_batch.c),
+ * and PING, sent alone under its own timer; each answered from a posted
+ * event.
  *
  * hiredis keeps a command's privdata until it calls back, and it may call
  * back long after the request that asked went away (a late reply, or the
  * connection's end). So privdata is a small record of our own, not the
  * request's memory: the request's pool cleanup detaches it, and it is
- * reused only once both hiredis and the request are done with it.
+ * reused only once both hiredis (or the batch) and the request are done
+ * with it.
  */
 
 
 #define NGX_HTTP_MONETIZE_REDIS_SPARE  256
 
 
-typedef struct {
-    ngx_queue_t                         queue;     /* in redis->spare */
-    ngx_http_monetize_redis_t          *redis;
-    ngx_event_t                         event;     /* timer, then delivery */
-    ngx_pool_cleanup_t                 *cleanup;   /* in the owner's pool */
-    ngx_http_monetize_redis_limit_pt    limit;     /* one of the two */
-    ngx_http_monetize_redis_ping_pt     ping;
-    void                               *data;
-    ngx_str_t                           key;       /* with the prefix */
-    ngx_uint_t                          rate;
-    ngx_uint_t                          burst;
-    ngx_int_t                           rc;
-    ngx_http_monetize_limit_t           lim;
-    unsigned                            pending:1; /* hiredis holds it */
-    unsigned                            waiting:1; /* the owner waits */
-    unsigned                            answered:1;
-    unsigned                            eval:1;    /* sent whole */
-} ngx_http_monetize_redis_cmd_t;
-
-
 static ngx_http_monetize_redis_cmd_t *ngx_http_monetize_redis_cmd(
     ngx_http_monetize_redis_t *redis, ngx_pool_t *owner);
-static ngx_int_t ngx_http_monetize_redis_gcra_send(
-    ngx_http_monetize_redis_cmd_t *cmd);
 static ngx_int_t ngx_http_monetize_redis_wait(
     ngx_http_monetize_redis_cmd_t *cmd);
 static void ngx_http_monetize_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
-static ngx_uint_t ngx_http_monetize_redis_noscript(redisReply *reply);
-static ngx_int_t ngx_http_monetize_redis_gcra_result(
-    ngx_http_monetize_redis_cmd_t *cmd, redisReply *reply);
 static ngx_int_t ngx_http_monetize_redis_ping_result(
     ngx_http_monetize_redis_cmd_t *cmd, redisReply *reply);
-static void ngx_http_monetize_redis_answer(ngx_http_monetize_redis_cmd_t *cmd,
-    ngx_int_t rc);
 static void ngx_http_monetize_redis_deliver(ngx_event_t *ev);
 static void ngx_http_monetize_redis_timeout(ngx_event_t *ev);
 static void ngx_http_monetize_redis_cmd_cleanup(void *data);
-static void ngx_http_monetize_redis_release(
-    ngx_http_monetize_redis_cmd_t *cmd);
-
-
-/*
- * ngx_http_monetize_gcra() on Redis's clock, so that every node shares one:
- * KEYS[1] holds the TAT in microseconds, ARGV is rate and burst; the answer
- * is allowed, remaining, reset (ms), retry_after (ms). Lua 5.1 has only
- * doubles, exact up to 2^53 (microseconds since 1970 get there in 2255);
- * C's division truncates toward zero, Lua's floor does not, hence the
- * negative case by hand. '%.0f' keeps a TAT from turning into "1.7e+15".
- */
-
-ngx_str_t  ngx_http_monetize_redis_script = ngx_string(
-    "local rate = tonumber(ARGV[1])\n"
-    "local burst = tonumber(ARGV[2])\n"
-    "local time = redis.call('TIME')\n"
-    "local now = tonumber(time[1]) * 1000000 + tonumber(time[2])\n"
-    "local t = math.floor(1000000 / rate)\n"
-    "local tau = (burst - 1) * t\n"
-    "local at = math.max(tonumber(redis.call('GET', KEYS[1])) or 0, now)\n"
-    "if now < at - tau then\n"
-    "  return {0, 0, math.floor((at - now + 999) / 1000),\n"
-    "          math.floor((at - tau - now + 999) / 1000)}\n"
-    "end\n"
-    "local tat = at + t\n"
-    "local reset = math.floor((tat - now + 999) / 1000)\n"
-    "redis.call('SET', KEYS[1], string.format('%.0f', tat),\n"
-    "           'PX', string.format('%.0f', reset + 1000))\n"
-    "local d = now + tau - tat\n"
-    "local q\n"
-    "if d >= 0 then q = math.floor(d / t) else q = -math.floor(-d / t) end\n"
-    "return {1, q + 1, reset, 0}\n");
 
 
 ngx_int_t
@@ -138,15 +81,21 @@ ngx_http_monetize_redis_limit(ngx_http_monetize_redis_t *redis,
 
     cmd->limit = handler;
     cmd->data = data;
-    cmd->rate = rate;
-    cmd->burst = burst;
+    cmd->limit_n = burst;
 
-    if (ngx_http_monetize_redis_gcra_send(cmd) != NGX_OK) {
-        ngx_http_monetize_redis_release(cmd);
-        return NGX_DECLINED;
+    cmd->rate.data = cmd->text;
+    cmd->rate.len = ngx_sprintf(cmd->text, "%ui", rate) - cmd->text;
+    cmd->burst.data = cmd->text + cmd->rate.len;
+    cmd->burst.len = ngx_sprintf(cmd->burst.data, "%ui", burst)
+                     - cmd->burst.data;
+
+    if (ngx_http_monetize_redis_batch_add(cmd) != NGX_AGAIN) {
+        return NGX_ERROR;
     }
 
-    return ngx_http_monetize_redis_wait(cmd);
+    cmd->cleanup->handler = ngx_http_monetize_redis_cmd_cleanup;
+
+    return NGX_AGAIN;
 }
 
 
@@ -231,53 +180,6 @@ ngx_http_monetize_redis_cmd(ngx_http_monetize_redis_t *redis,
 }
 
 
-/* EVALSHA, or after a NOSCRIPT the script itself */
-
-static ngx_int_t
-ngx_http_monetize_redis_gcra_send(ngx_http_monetize_redis_cmd_t *cmd)
-{
-    u_char                     rate[NGX_INT_T_LEN], burst[NGX_INT_T_LEN];
-    size_t                     len[6];
-    const char                *argv[6];
-    ngx_http_monetize_redis_t  *redis;
-
-    redis = cmd->redis;
-
-    if (cmd->eval) {
-        argv[0] = "EVAL";
-        len[0] = sizeof("EVAL") - 1;
-        argv[1] = (const char *) ngx_http_monetize_redis_script.data;
-        len[1] = ngx_http_monetize_redis_script.len;
-
-    } else {
-        argv[0] = "EVALSHA";
-        len[0] = sizeof("EVALSHA") - 1;
-        argv[1] = (const char *) redis->sha;
-        len[1] = NGX_HTTP_MONETIZE_REDIS_SHA_LEN;
-    }
-
-    argv[2] = "1";
-    len[2] = 1;
-    argv[3] = (const char *) cmd->key.data;
-    len[3] = cmd->key.len;
-    argv[4] = (const char *) rate;
-    len[4] = ngx_sprintf(rate, "%ui", cmd->rate) - rate;
-    argv[5] = (const char *) burst;
-    len[5] = ngx_sprintf(burst, "%ui", cmd->burst) - burst;
-
-    /* hiredis copies the arguments into its output buffer */
-
-    if (redisAsyncCommandArgv(redis->ac, ngx_http_monetize_redis_reply, cmd,
-                              6, argv, len)
-        != REDIS_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_http_monetize_redis_wait(ngx_http_monetize_redis_cmd_t *cmd)
 {
@@ -293,7 +195,7 @@ ngx_http_monetize_redis_wait(ngx_http_monetize_redis_cmd_t *cmd)
 }
 
 
-/* hiredis's callback: a reply, or NULL when the connection goes away */
+/* hiredis's callback for a PING: a reply, or NULL when the connection goes */
 
 static void
 ngx_http_monetize_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
@@ -302,23 +204,6 @@ ngx_http_monetize_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_http_monetize_redis_cmd_t  *cmd = privdata;
 
     ngx_int_t  rc;
-
-    if (reply != NULL && cmd->limit && !cmd->eval && cmd->waiting
-        && !cmd->answered && ngx_http_monetize_redis_noscript(reply))
-    {
-        /*
-         * Redis lost its script cache (SCRIPT FLUSH, a restart behind a
-         * proxy): this call sends the script whole, still one round trip
-         * of the caller's, and the cache is filled again for the next.
-         */
-
-        cmd->eval = 1;
-
-        if (ngx_http_monetize_redis_gcra_send(cmd) == NGX_OK) {
-            (void) ngx_http_monetize_redis_load_script(cmd->redis, 0);
-            return;
-        }
-    }
 
     cmd->pending = 0;
 
@@ -336,71 +221,11 @@ ngx_http_monetize_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         /* the connection is gone; its loss is logged where it happened */
         rc = NGX_ERROR;
 
-    } else if (cmd->limit) {
-        rc = ngx_http_monetize_redis_gcra_result(cmd, reply);
-
     } else {
         rc = ngx_http_monetize_redis_ping_result(cmd, reply);
     }
 
     ngx_http_monetize_redis_answer(cmd, rc);
-}
-
-
-static ngx_uint_t
-ngx_http_monetize_redis_noscript(redisReply *reply)
-{
-    return reply->type == REDIS_REPLY_ERROR
-           && reply->len >= sizeof("NOSCRIPT") - 1
-           && ngx_strncmp(reply->str, "NOSCRIPT", sizeof("NOSCRIPT") - 1)
-              == 0;
-}
-
-
-static ngx_int_t
-ngx_http_monetize_redis_gcra_result(ngx_http_monetize_redis_cmd_t *cmd,
-    redisReply *reply)
-{
-    ngx_uint_t                  i;
-    ngx_http_monetize_limit_t  *lim;
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "monetize: redis %V refused the rate limit script: "
-                      "%*s", &cmd->redis->name, (size_t) reply->len,
-                      reply->str);
-        return NGX_ERROR;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
-        goto unexpected;
-    }
-
-    for (i = 0; i < 4; i++) {
-        if (reply->element[i]->type != REDIS_REPLY_INTEGER
-            || reply->element[i]->integer < 0)
-        {
-            goto unexpected;
-        }
-    }
-
-    lim = &cmd->lim;
-
-    lim->allowed = reply->element[0]->integer ? 1 : 0;
-    lim->limit = cmd->burst;
-    lim->remaining = (ngx_uint_t) reply->element[1]->integer;
-    lim->reset = (ngx_msec_t) reply->element[2]->integer;
-    lim->retry_after = (ngx_msec_t) reply->element[3]->integer;
-
-    return NGX_OK;
-
-unexpected:
-
-    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                  "monetize: redis %V gave an unexpected answer to the rate "
-                  "limit script (type %d)", &cmd->redis->name, reply->type);
-
-    return NGX_ERROR;
 }
 
 
@@ -436,7 +261,7 @@ ngx_http_monetize_redis_ping_result(ngx_http_monetize_redis_cmd_t *cmd,
  * bookkeeping, and it may send the next command at once.
  */
 
-static void
+void
 ngx_http_monetize_redis_answer(ngx_http_monetize_redis_cmd_t *cmd,
     ngx_int_t rc)
 {
@@ -528,13 +353,17 @@ ngx_http_monetize_redis_cmd_cleanup(void *data)
         ngx_delete_posted_event(&cmd->event);
     }
 
+    if (cmd->batch) {
+        ngx_http_monetize_redis_batch_detach(cmd);
+    }
+
     if (!cmd->pending) {
         ngx_http_monetize_redis_release(cmd);
     }
 }
 
 
-static void
+void
 ngx_http_monetize_redis_release(ngx_http_monetize_redis_cmd_t *cmd)
 {
     ngx_http_monetize_redis_t  *redis;

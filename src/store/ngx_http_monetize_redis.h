@@ -46,6 +46,8 @@ void ngx_http_monetize_redis_exit_process(ngx_http_monetize_redis_t *redis);
 /*
  * One GCRA decision on Redis's clock, exactly ngx_http_monetize_gcra() of
  * the key "<prefix><key>"; rate 1 to 1000000 calls a second, burst >= 1.
+ * It is made in a batch with the worker's other calls, within the Redis
+ * timeout from this call (else NGX_ERROR).
  *
  * NGX_AGAIN: the handler will be called once, from an event, never inside
  * this call; if the owner pool goes first, it is never called.

@@ -15,7 +15,7 @@
 
 /*
  * monetize_redis host:port|unix:/path [password=...|password=env:NAME]
- *                [db=N] [timeout=T] [prefix=STRING]
+ *                [db=N] [timeout=T] [prefix=STRING] [batch=N]
  *
  * A host name is resolved here, once: hiredis 0.14 connects through a
  * blocking getaddrinfo(), which on a numeric address does no lookup.
@@ -48,6 +48,7 @@ ngx_http_monetize_redis_conf(ngx_conf_t *cf, ngx_str_t *args,
     redis->db = -1;
     redis->timeout = 100;
     ngx_str_set(&redis->prefix, "monetize:");
+    redis->batch_max = NGX_HTTP_MONETIZE_REDIS_BATCH;
 
     for (i = 2; i < nargs; i++) {
 
@@ -99,6 +100,21 @@ ngx_http_monetize_redis_conf(ngx_conf_t *cf, ngx_str_t *args,
             }
 
             redis->timeout = timeout;
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "batch=", 6) == 0) {
+            n = ngx_atoi(args[i].data + 6, args[i].len - 6);
+
+            if (n < 1 || n > NGX_HTTP_MONETIZE_REDIS_BATCH_MAX) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "monetize_redis: invalid \"%V\", give "
+                                   "batch=N from 1 to %d calls", &args[i],
+                                   NGX_HTTP_MONETIZE_REDIS_BATCH_MAX);
+                return NGX_CONF_ERROR;
+            }
+
+            redis->batch_max = n;
             continue;
         }
 

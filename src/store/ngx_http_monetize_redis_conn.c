@@ -67,6 +67,10 @@ ngx_http_monetize_redis_init_process(ngx_http_monetize_redis_t *redis)
 
     ngx_queue_init(&redis->spare);
 
+    if (ngx_http_monetize_redis_batch_init(redis) != NGX_OK) {
+        return;
+    }
+
     redis->handshake.handler = ngx_http_monetize_redis_handshake_timeout;
     redis->handshake.data = redis;
     redis->handshake.log = ngx_cycle->log;
@@ -97,6 +101,7 @@ ngx_http_monetize_redis_exit_process(ngx_http_monetize_redis_t *redis)
     }
 
     ngx_http_monetize_redis_close(redis);
+    ngx_http_monetize_redis_batch_exit(redis);
     ngx_http_monetize_redis_free_spare(redis);
 }
 
