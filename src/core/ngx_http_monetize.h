@@ -66,6 +66,9 @@ typedef struct {
     ngx_msec_t                    overage_interval; /* between an account's
                                                      meter events */
     ngx_str_t                     billing_return_url;  /* see billing.c */
+    ngx_array_t                  *jwks;           /* of ..._jwks_conf_t;
+                                                     NULL: none (jwks.c) */
+    ngx_flag_t                    jwt_autoprovision;
 } ngx_http_monetize_main_conf_t;
 
 

@@ -16,6 +16,7 @@
 
 #include "ngx_http_monetize.h"
 #include "ngx_http_monetize_limit.h"
+#include "ngx_http_monetize_jwks.h"
 
 
 #define NGX_HTTP_MONETIZE_COST_MAX  1000000000
@@ -104,6 +105,7 @@ typedef struct {
     const char                      *why;           /* of a bad credential */
     ngx_uint_t                       uri_changes;   /* when it was denied */
     ngx_buf_t                       *answer;        /* the JSON, to send */
+    ngx_http_monetize_jwks_token_t   idp;           /* a provider's token */
     unsigned                         waited:1;      /* resume the phases */
     unsigned                         denied:1;      /* nginx finalizes it */
     unsigned                         deny_headers:1;

@@ -26,6 +26,8 @@ static ngx_int_t ngx_http_monetize_gate_body_filter(ngx_http_request_t *r,
 static ngx_int_t ngx_http_monetize_gate_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_monetize_gate_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_monetize_gate_claim_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 static ngx_int_t ngx_http_monetize_gate_add_variables(ngx_conf_t *cf);
 static void *ngx_http_monetize_gate_create_main_conf(ngx_conf_t *cf);
@@ -195,6 +197,10 @@ static ngx_http_variable_t  ngx_http_monetize_gate_vars[] = {
 
     { ngx_string("monetize_auth"), NULL, ngx_http_monetize_gate_variable,
       4, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("monetize_jwt_claim_"), NULL,
+      ngx_http_monetize_gate_claim_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_PREFIX, 0 },
 
       ngx_http_null_variable
 };
@@ -420,6 +426,49 @@ ngx_http_monetize_gate_variable(ngx_http_request_t *r,
         v->data = (u_char *) "api_key";
         v->len = sizeof("api_key") - 1;
     }
+
+    return NGX_OK;
+}
+
+
+/* $monetize_jwt_claim_NAME: a claim of an identity provider's token */
+
+static ngx_int_t
+ngx_http_monetize_gate_claim_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t *var = (ngx_str_t *) data;
+
+    ngx_str_t                      name, value;
+    ngx_int_t                      rc;
+    ngx_http_monetize_gate_ctx_t  *ctx;
+
+    ctx = ngx_http_monetize_gate_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->authenticated || ctx->idp.claims == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    name.data = var->data + sizeof("monetize_jwt_claim_") - 1;
+    name.len = var->len - (sizeof("monetize_jwt_claim_") - 1);
+
+    rc = ngx_http_monetize_jwks_claim(r, &ctx->idp, &name, &value);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = value.data;
+    v->len = value.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
 
     return NGX_OK;
 }
