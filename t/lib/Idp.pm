@@ -23,7 +23,7 @@ sub tool {
 }
 
 sub start {
-    my ($class) = @_;
+    my ($class, %o) = @_;
     my $dir = Test::Monetize::new_dir('idp');
     Test::Monetize::_spew("$dir/mode", 'ok');
     Test::Monetize::_spew("$dir/jwks.json", '{"keys":[]}');
@@ -38,13 +38,16 @@ sub start {
         return (200, {'Content-Type' => 'application/json'},
                 Test::Monetize::_slurp("$dir/jwks.json"));
     });
-    return bless { dir => $dir, be => $be }, $class;
+    return bless { dir => $dir, be => $be,
+                   issuer => $o{issuer} // $ISSUER }, $class;
 }
 
 sub dir { $_[0]{dir} }
+sub issuer { $_[0]{issuer} }
 sub url { "http://127.0.0.1:$_[0]{be}->{port}/jwks" }
 sub fetches { scalar grep { $_->{path} eq '/jwks' } $_[0]{be}->requests }
 sub mode { Test::Monetize::_spew("$_[0]{dir}/mode", $_[1]) }
+sub serve { Test::Monetize::_spew("$_[0]{dir}/jwks.json", $_[1]) }
 sub stop { $_[0]{be}->stop }
 
 # a new private key
@@ -65,7 +68,7 @@ sub publish {
 # a token; claims default to a good one of our issuer and audience
 sub token {
     my ($self, $kid, $alg, $claims, $header) = @_;
-    my %c = (iss => $ISSUER, aud => $AUDIENCE, sub => 'user-1',
+    my %c = (iss => $self->{issuer}, aud => $AUDIENCE, sub => 'user-1',
              iat => 'now', exp => 'now+300', %{$claims // {}});
     delete @c{grep { !defined $c{$_} } keys %c};
     return tool('sign', $self->{dir}, $kid, $alg, JSON::PP::encode_json(\%c),
@@ -76,7 +79,7 @@ sub http_config {
     my ($self, %o) = @_;
     my $extra = join ' ', map { "$_=$o{$_}" } sort keys %o;
     return "monetize_jwks url=" . $self->url
-         . " issuer=$ISSUER audience=$AUDIENCE $extra;";
+         . " issuer=$self->{issuer} audience=$AUDIENCE $extra;";
 }
 
 1;
