@@ -80,3 +80,34 @@ BEGIN
 END
 $$;
 
+
+
+-- Scopes (monetize_gate on scope=NAME): what an API key may be used for,
+-- given when it is made (POST /keys {"scopes": [...]}). A key made without
+-- any passes only where no scope is asked.
+ALTER TABLE api_keys ADD COLUMN scopes text[] NOT NULL DEFAULT '{}';
+
+
+-- monetize_create_key of sql/003, with the key's scopes.
+CREATE FUNCTION monetize_create_key(p_user uuid, p_key_hash text,
+                                    p_prefix text, p_name text,
+                                    p_expires_in bigint, p_max_active bigint,
+                                    p_scopes text[])
+RETURNS TABLE (created boolean, id uuid, name text, expires_at text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_res  record;
+BEGIN
+    SELECT * INTO v_res
+      FROM monetize_create_key(p_user, p_key_hash, p_prefix, p_name,
+                               p_expires_in, p_max_active) AS c;
+
+    IF v_res.created THEN
+        UPDATE api_keys k SET scopes = coalesce(p_scopes, '{}')
+         WHERE k.id = v_res.id;
+    END IF;
+
+    RETURN QUERY SELECT v_res.created, v_res.id, v_res.name,
+                        v_res.expires_at;
+END
+$$;

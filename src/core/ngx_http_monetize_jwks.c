@@ -700,8 +700,9 @@ ngx_http_monetize_jwks_has_scope(ngx_http_monetize_jwks_token_t *tok,
 
     if (json_is_array(v)) {
         json_array_foreach(v, i, e) {
-            if (json_is_string(e)
-                && ngx_strcmp(json_string_value(e), scope->data) == 0)
+            if (json_is_string(e) && json_string_length(e) == scope->len
+                && ngx_strncmp(json_string_value(e), scope->data,
+                               scope->len) == 0)
             {
                 return 1;
             }

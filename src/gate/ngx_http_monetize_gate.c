@@ -50,6 +50,8 @@ static void ngx_http_monetize_gate_found(ngx_http_request_t *r,
     ngx_int_t rc);
 static void ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
+static ngx_uint_t ngx_http_monetize_gate_has_scope(
+    ngx_http_monetize_gate_ctx_t *ctx, ngx_str_t *scope);
 static ngx_int_t ngx_http_monetize_gate_limit(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
 static ngx_int_t ngx_http_monetize_gate_limit_local(ngx_http_request_t *r,
@@ -460,6 +462,13 @@ ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
         return;
     }
 
+    if (glcf->scope.len
+        && !ngx_http_monetize_gate_has_scope(ctx, &glcf->scope))
+    {
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_SCOPE);
+        return;
+    }
+
     ctx->authenticated = 1;
     ctx->balance = info->balance;
 
@@ -476,6 +485,44 @@ ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     }
 
     ngx_http_monetize_gate_charge(r, ctx);
+}
+
+
+/*
+ * monetize_gate on scope=NAME: a provider's token by its scope or scp
+ * claim, an API key by the scopes it was made with; our own session
+ * tokens have none.
+ */
+
+static ngx_uint_t
+ngx_http_monetize_gate_has_scope(ngx_http_monetize_gate_ctx_t *ctx,
+    ngx_str_t *scope)
+{
+    u_char  *p, *last, *start;
+
+    if (ctx->idp.claims) {
+        return ngx_http_monetize_jwks_has_scope(&ctx->idp, scope);
+    }
+
+    if (ctx->session) {
+        return 0;
+    }
+
+    last = ctx->info.scopes + ctx->info.scopes_len;
+
+    for (start = p = ctx->info.scopes; p <= last; p++) {
+        if (p == last || *p == ' ') {
+            if ((size_t) (p - start) == scope->len
+                && ngx_strncmp(start, scope->data, scope->len) == 0)
+            {
+                return 1;
+            }
+
+            start = p + 1;
+        }
+    }
+
+    return 0;
 }
 
 

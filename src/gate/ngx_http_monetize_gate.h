@@ -57,7 +57,8 @@ typedef enum {
     NGX_HTTP_MONETIZE_DENY_TOKEN_INVALID,
     NGX_HTTP_MONETIZE_DENY_TOKEN_EXPIRED,
     NGX_HTTP_MONETIZE_DENY_NOT_VERIFIED,
-    NGX_HTTP_MONETIZE_DENY_PAST_DUE
+    NGX_HTTP_MONETIZE_DENY_PAST_DUE,
+    NGX_HTTP_MONETIZE_DENY_SCOPE
 } ngx_http_monetize_deny_e;
 
 
@@ -72,6 +73,7 @@ typedef struct {
     ngx_uint_t                       fail_mode;      /* local, closed */
     ngx_flag_t                       quota;
     ngx_uint_t                       past_due;       /* allow, deny */
+    ngx_str_t                        scope;          /* empty: any */
 } ngx_http_monetize_gate_loc_conf_t;
 
 

@@ -50,9 +50,13 @@ static void ngx_http_monetize_keystore_notify(void *data, const char *channel,
     const char *payload);
 
 
-/* in sql/009_sessions.sql: one row, or none for a hash of no key */
+/*
+ * in sql/009_sessions.sql: one row, or none for a hash of no key; and the
+ * key's scopes (sql/020_identities.sql)
+ */
 static const char  ngx_http_monetize_keystore_sql[] =
-    "SELECT * FROM monetize_gate_key($1)";
+    "SELECT g.*, array_to_string(k.scopes, ' ')"
+    "  FROM monetize_gate_key($1) g JOIN api_keys k ON k.id = g.key_id";
 
 /* the same columns, for an account */
 static const char  ngx_http_monetize_keystore_session_sql[] =
@@ -344,6 +348,16 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
 
         if (ngx_http_monetize_pg_get_str(q, 0, 10, &value) == NGX_OK) {
             info->past_due = (value.len && value.data[0] == 't');
+        }
+
+        /* a key's scopes past the room for them: the key has none here */
+
+        if (PQnfields(q->result) > 11
+            && ngx_http_monetize_pg_get_str(q, 0, 11, &value) == NGX_OK
+            && value.len <= NGX_HTTP_MONETIZE_SCOPES_LEN)
+        {
+            ngx_memcpy(info->scopes, value.data, value.len);
+            info->scopes_len = (u_char) value.len;
         }
     }
 
