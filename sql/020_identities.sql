@@ -111,3 +111,29 @@ BEGIN
                         v_res.expires_at;
 END
 $$;
+
+
+-- monetize_rotate_key of sql/003, whose new key keeps the old one's scopes.
+CREATE FUNCTION monetize_rotate_key(p_user uuid, p_old uuid,
+                                    p_key_hash text, p_prefix text,
+                                    p_grace bigint, p_max_active bigint,
+                                    p_keep_scopes boolean)
+RETURNS TABLE (outcome text, id uuid, name text, expires_at text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_res  record;
+BEGIN
+    SELECT * INTO v_res
+      FROM monetize_rotate_key(p_user, p_old, p_key_hash, p_prefix, p_grace,
+                               p_max_active) AS r;
+
+    IF v_res.outcome = 'rotated' AND p_keep_scopes THEN
+        UPDATE api_keys k
+           SET scopes = (SELECT o.scopes FROM api_keys o WHERE o.id = p_old)
+         WHERE k.id = v_res.id;
+    END IF;
+
+    RETURN QUERY SELECT v_res.outcome, v_res.id, v_res.name,
+                        v_res.expires_at;
+END
+$$;

@@ -10,7 +10,7 @@ use Test::Monetize;
 use Sessions;
 use Idp;
 
-plan tests => 13;
+plan tests => 14;
 
 my $idp = Idp->start;
 $idp->key('k1', 'RS256');
@@ -62,6 +62,10 @@ is_deeply [Test::Monetize::psql('SELECT scopes FROM api_keys WHERE id = $1',
     [['{transcribe}']], '... stored with the key';
 
 is_deeply scoped($scoped_key), [200, undef], 'the key with the scope: 200';
+$res = $ngx->request('POST', "/v1/keys/$res->{json}{id}/rotate", json => {},
+                     headers => {'X-API-Key' => $plain});
+is_deeply [$res->{status}, scoped($res->{json}{key})], [201, [200, undef]],
+    'its rotation keeps the scope';
 is_deeply scoped($plain), [403, 'forbidden'],
     'a key created without it: 403 forbidden';
 is_deeply scoped($plain, '/open/y'), [200, undef],

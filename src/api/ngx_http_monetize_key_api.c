@@ -83,7 +83,8 @@ static const char  ngx_http_monetize_keys_revoke_sql[] =
     "SELECT id FROM k";
 
 static const char  ngx_http_monetize_keys_rotate_sql[] =
-    "WITH k AS (SELECT * FROM monetize_rotate_key($1, $2, $3, $4, $5, $6)),"
+    "WITH k AS (SELECT * FROM monetize_rotate_key($1, $2, $3, $4, $5, $6,"
+    "                                             true)),"
     "     a AS (INSERT INTO audit_log (actor_user_id, action, target,"
     "                                  target_user_id, details, address)"
     "           SELECT $1, 'key.rotate', 'key:' || $2, $1,"
