@@ -23,7 +23,7 @@ MONETIZE_PG_BIN=/usr/lib/postgresql/15/bin
 MONETIZE_DEBS=(
     nginx nginx-dev postgresql postgresql-contrib redis-server
     libpq-dev libjansson-dev libhiredis-dev libcurl4-openssl-dev libjwt-dev
-    python3-jwt python3-botocore
+    python3-jwt python3-botocore python3-cryptography
     libssl-dev libcrypt-dev libpcre2-dev zlib1g-dev
     gcc make perl wrk curl python3-aiosmtpd iproute2
     chromium chromium-driver python3-selenium python3-html5lib

@@ -29,6 +29,8 @@
 
 static ngx_int_t ngx_http_monetize_keys_list_result(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
+static ngx_int_t ngx_http_monetize_keys_scopes(ngx_http_request_t *r,
+    json_t *body, json_t *fields, ngx_str_t *scopes);
 static ngx_int_t ngx_http_monetize_keys_create_result(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx, ngx_http_monetize_pg_query_t *q);
 static ngx_int_t ngx_http_monetize_keys_revoke_result(ngx_http_request_t *r,
@@ -59,7 +61,8 @@ static const char  ngx_http_monetize_keys_list_sql[] =
  */
 
 static const char  ngx_http_monetize_keys_create_sql[] =
-    "WITH k AS (SELECT * FROM monetize_create_key($1, $2, $3, $4, $5, $6)),"
+    "WITH k AS (SELECT * FROM monetize_create_key($1, $2, $3, $4, $5, $6,"
+    "                             string_to_array($8, ' '))),"
     "     a AS (INSERT INTO audit_log (actor_user_id, action, target,"
     "                                  target_user_id, details, address)"
     "           SELECT $1, 'key.create', 'key:' || k.id, $1,"
@@ -80,7 +83,8 @@ static const char  ngx_http_monetize_keys_revoke_sql[] =
     "SELECT id FROM k";
 
 static const char  ngx_http_monetize_keys_rotate_sql[] =
-    "WITH k AS (SELECT * FROM monetize_rotate_key($1, $2, $3, $4, $5, $6)),"
+    "WITH k AS (SELECT * FROM monetize_rotate_key($1, $2, $3, $4, $5, $6,"
+    "                                             true)),"
     "     a AS (INSERT INTO audit_log (actor_user_id, action, target,"
     "                                  target_user_id, details, address)"
     "           SELECT $1, 'key.rotate', 'key:' || $2, $1,"
@@ -145,7 +149,93 @@ ngx_http_monetize_keys_list_result(ngx_http_request_t *r,
 }
 
 
-/* POST /keys {"name"?, "expires_in"?} */
+/*
+ * "scopes": an array of at most 20 names (letters, digits, ":._/-", up to
+ * 64 bytes each, 255 in all with a space between two: what the gate's
+ * cache keeps), as one space-separated string; NGX_DECLINED (why in
+ * "fields") if it is not.
+ */
+
+static ngx_int_t
+ngx_http_monetize_keys_scopes(ngx_http_request_t *r, json_t *body,
+    json_t *fields, ngx_str_t *scopes)
+{
+    u_char       *p;
+    size_t        i, j, len;
+    json_t       *v, *e;
+    const char   *s;
+
+    v = json_object_get(body, "scopes");
+
+    if (v == NULL || json_is_null(v)) {
+        return NGX_OK;
+    }
+
+    if (!json_is_array(v) || json_array_size(v) > 20) {
+        return ngx_http_monetize_field_invalid(fields, "scopes",
+                   "must be an array of at most 20 scope names");
+    }
+
+    len = 0;
+
+    json_array_foreach(v, i, e) {
+        s = json_string_value(e);
+
+        if (s == NULL || json_string_length(e) == 0
+            || json_string_length(e) > 64)
+        {
+            goto invalid;
+        }
+
+        for (j = 0; s[j]; j++) {
+            if (!((s[j] >= 'a' && s[j] <= 'z') || (s[j] >= 'A' && s[j] <= 'Z')
+                  || (s[j] >= '0' && s[j] <= '9')
+                  || ngx_strchr(":._/-", s[j])))
+            {
+                goto invalid;
+            }
+        }
+
+        len += json_string_length(e) + 1;
+    }
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    if (len - 1 > NGX_HTTP_MONETIZE_SCOPES_LEN) {
+        return ngx_http_monetize_field_invalid(fields, "scopes",
+                   "must take at most %d bytes, with a space between two",
+                   NGX_HTTP_MONETIZE_SCOPES_LEN);
+    }
+
+    scopes->data = ngx_pnalloc(r->pool, len);
+    if (scopes->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = scopes->data;
+
+    json_array_foreach(v, i, e) {
+        if (p != scopes->data) {
+            *p++ = ' ';
+        }
+
+        p = ngx_cpymem(p, json_string_value(e), json_string_length(e));
+    }
+
+    scopes->len = p - scopes->data;
+
+    return NGX_OK;
+
+invalid:
+
+    return ngx_http_monetize_field_invalid(fields, "scopes",
+               "each scope must be 1 to 64 letters, digits or \":._/-\"");
+}
+
+
+/* POST /keys {"name"?, "expires_in"?, "scopes"?} */
 
 ngx_int_t
 ngx_http_monetize_keys_create_handler(ngx_http_request_t *r,
@@ -153,8 +243,8 @@ ngx_http_monetize_keys_create_handler(ngx_http_request_t *r,
 {
     json_t                         *fields;
     int64_t                         expires_in;
-    ngx_int_t                       name_rc, life_rc;
-    ngx_str_t                       name, params[7];
+    ngx_int_t                       name_rc, life_rc, scopes_rc;
+    ngx_str_t                       name, scopes, params[8];
     ngx_http_monetize_new_key_t    *nk;
     ngx_http_monetize_main_conf_t  *mcf;
 
@@ -166,6 +256,7 @@ ngx_http_monetize_keys_create_handler(ngx_http_request_t *r,
     }
 
     ngx_str_null(&name);
+    ngx_str_null(&scopes);
     expires_in = 0;
 
     name_rc = ngx_http_monetize_field_text(ctx->body, fields, "name",
@@ -175,12 +266,18 @@ ngx_http_monetize_keys_create_handler(ngx_http_request_t *r,
                                           NGX_HTTP_MONETIZE_KEY_LIFE_MAX,
                                           &expires_in);
 
-    if (name_rc == NGX_ERROR || life_rc == NGX_ERROR) {
+    scopes_rc = ngx_http_monetize_keys_scopes(r, ctx->body, fields, &scopes);
+
+    if (name_rc == NGX_ERROR || life_rc == NGX_ERROR
+        || scopes_rc == NGX_ERROR)
+    {
         json_decref(fields);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (name_rc == NGX_DECLINED || life_rc == NGX_DECLINED) {
+    if (name_rc == NGX_DECLINED || life_rc == NGX_DECLINED
+        || scopes_rc == NGX_DECLINED)
+    {
         return ngx_http_monetize_send_invalid(r, fields);
     }
 
@@ -220,9 +317,10 @@ ngx_http_monetize_keys_create_handler(ngx_http_request_t *r,
     }
 
     params[6] = r->connection->addr_text;
+    params[7] = scopes;             /* NULL: none */
 
     return ngx_http_monetize_api_query(r, ngx_http_monetize_keys_create_sql,
-                                       params, 7,
+                                       params, 8,
                                        ngx_http_monetize_keys_create_result);
 }
 

@@ -70,6 +70,9 @@ typedef struct {
     ngx_str_t                     billing_return_url;  /* see billing.c */
     ngx_http_monetize_sts_conf_t *sts;            /* NULL: no AWS STS */
     struct ngx_http_monetize_download_conf_s  *download;  /* download.c */
+    ngx_array_t                  *jwks;           /* of ..._jwks_conf_t;
+                                                     NULL: none (jwks.c) */
+    ngx_flag_t                    jwt_autoprovision;
 } ngx_http_monetize_main_conf_t;
 
 

@@ -12,6 +12,7 @@
 #include "ngx_http_monetize_api.h"
 #include "ngx_http_monetize_webhooks.h"
 #include "ngx_http_monetize_jwt.h"
+#include "ngx_http_monetize_jwks.h"
 #include "ngx_http_monetize_keystore.h"
 #include "ngx_http_monetize_outbox.h"
 #include "ngx_http_monetize_portal_api.h"
@@ -137,6 +138,20 @@ static ngx_command_t  ngx_http_monetize_commands[] = {
       ngx_http_monetize_jwt_secret,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("monetize_jwks"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_monetize_jwks_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("monetize_jwt_autoprovision"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_monetize_main_conf_t, jwt_autoprovision),
       NULL },
 
     { ngx_string("monetize_jwt_ttl"),
@@ -433,6 +448,12 @@ ngx_http_monetize_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (mcf && ngx_http_monetize_jwks_init_process(cycle, mcf->jwks)
+               != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -463,6 +484,7 @@ ngx_http_monetize_exit_process(ngx_cycle_t *cycle)
     ngx_http_monetize_alerts_exit();
     ngx_http_monetize_overage_exit();
     ngx_http_monetize_download_log_exit();
+    ngx_http_monetize_jwks_exit_process();
     ngx_http_monetize_curl_exit();
 }
 
@@ -517,6 +539,7 @@ ngx_http_monetize_create_main_conf(ngx_conf_t *cf)
     mcf->jwt_access_ttl = NGX_CONF_UNSET;
     mcf->jwt_refresh_ttl = NGX_CONF_UNSET;
     mcf->require_verified_email = NGX_CONF_UNSET;
+    mcf->jwt_autoprovision = NGX_CONF_UNSET;
     mcf->low_balance = NGX_CONF_UNSET;
     mcf->webhook_tolerance = NGX_CONF_UNSET;
     mcf->overage_interval = NGX_CONF_UNSET_MSEC;
@@ -542,6 +565,7 @@ ngx_http_monetize_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(mcf->max_body_size, 16384);
     ngx_conf_init_msec_value(mcf->overage_interval, 60000);
     ngx_http_monetize_jwt_init_conf(mcf);
+    ngx_conf_init_value(mcf->jwt_autoprovision, 0);
     ngx_conf_init_value(mcf->webhook_tolerance,
                         NGX_HTTP_MONETIZE_WEBHOOK_TOLERANCE);
 

@@ -10,6 +10,7 @@
 
 #include "ngx_http_monetize_gate.h"
 #include "ngx_http_monetize_jwt.h"
+#include "ngx_http_monetize_jwks.h"
 #include "ngx_http_monetize_keys.h"
 #include "ngx_http_monetize_keystore.h"
 #include "ngx_http_monetize_redis.h"
@@ -39,12 +40,18 @@ static void ngx_http_monetize_gate_start(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
 static ngx_int_t ngx_http_monetize_gate_cost(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
+static void ngx_http_monetize_gate_idp_checked(ngx_http_request_t *r,
+    ngx_int_t rc);
+static void ngx_http_monetize_gate_idp(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx, ngx_int_t rc);
 static void ngx_http_monetize_gate_session(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx, ngx_str_t *token);
 static void ngx_http_monetize_gate_found(ngx_http_request_t *r,
     ngx_int_t rc);
 static void ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
+static ngx_uint_t ngx_http_monetize_gate_has_scope(
+    ngx_http_monetize_gate_ctx_t *ctx, ngx_str_t *scope);
 static ngx_int_t ngx_http_monetize_gate_limit(ngx_http_request_t *r,
     ngx_http_monetize_gate_ctx_t *ctx);
 static ngx_int_t ngx_http_monetize_gate_limit_local(ngx_http_request_t *r,
@@ -178,7 +185,19 @@ ngx_http_monetize_gate_start(ngx_http_request_t *r,
     }
 
     if (ngx_http_monetize_jwt_is_token(&credential)) {
-        ngx_http_monetize_gate_session(r, ctx, &credential);
+        rc = ngx_http_monetize_jwks_verify(r, &credential, &ctx->idp,
+                                           ngx_http_monetize_gate_idp_checked);
+
+        if (rc == NGX_DECLINED) {
+            ngx_http_monetize_gate_session(r, ctx, &credential);
+
+        } else if (rc == NGX_AGAIN) {
+            ctx->state = NGX_HTTP_MONETIZE_GATE_FINDING;
+
+        } else {
+            ngx_http_monetize_gate_idp(r, ctx, rc);
+        }
+
         return;
     }
 
@@ -256,6 +275,72 @@ ngx_http_monetize_gate_session(ngx_http_request_t *r,
     rc = ngx_http_monetize_keystore_find_session(r, &user_id, ctx->hash,
                                                  &ctx->info, ctx->deadline,
                                                  ngx_http_monetize_gate_found);
+
+    if (rc == NGX_OK) {
+        ngx_http_monetize_gate_check_key(r, ctx);
+
+    } else if (rc == NGX_ERROR) {
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_INTERNAL);
+    }
+}
+
+
+/* An identity provider's token, checked once its keys were fetched. */
+
+static void
+ngx_http_monetize_gate_idp_checked(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_http_monetize_gate_ctx_t  *ctx;
+
+    ctx = ngx_http_monetize_gate_get_ctx(r);
+
+    ngx_http_monetize_gate_idp(r, ctx, rc);
+
+    if (ctx->state == NGX_HTTP_MONETIZE_GATE_DECIDED) {
+        ngx_http_monetize_gate_resume(r, ctx);
+    }
+}
+
+
+/*
+ * An identity provider's token (monetize_jwks): its (iss, sub) names the
+ * account, found (or made) as a session's is, and the call goes on as a
+ * session's would.
+ */
+
+static void
+ngx_http_monetize_gate_idp(ngx_http_request_t *r,
+    ngx_http_monetize_gate_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_http_monetize_jwks_token_t  *tok;
+
+    if (rc != NGX_OK) {
+        ngx_http_monetize_gate_decide(r, ctx,
+            rc == NGX_HTTP_MONETIZE_JWT_EXPIRED
+                ? NGX_HTTP_MONETIZE_DENY_TOKEN_EXPIRED
+                : rc == NGX_HTTP_MONETIZE_JWT_INVALID
+                ? NGX_HTTP_MONETIZE_DENY_TOKEN_INVALID
+                : NGX_HTTP_MONETIZE_DENY_INTERNAL);
+        return;
+    }
+
+    rc = ngx_http_monetize_gate_cost(r, ctx);
+
+    if (rc != NGX_OK) {
+        ngx_http_monetize_gate_decide(r, ctx, rc);
+        return;
+    }
+
+    tok = &ctx->idp;
+
+    ctx->session = 1;
+    ctx->state = NGX_HTTP_MONETIZE_GATE_FINDING;
+
+    rc = ngx_http_monetize_keystore_find_identity(r, &tok->issuer,
+                                                  &tok->subject, &tok->email,
+                                                  ctx->hash, &ctx->info,
+                                                  ctx->deadline,
+                                                  ngx_http_monetize_gate_found);
 
     if (rc == NGX_OK) {
         ngx_http_monetize_gate_check_key(r, ctx);
@@ -377,6 +462,13 @@ ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
         return;
     }
 
+    if (glcf->scope.len
+        && !ngx_http_monetize_gate_has_scope(ctx, &glcf->scope))
+    {
+        ngx_http_monetize_gate_decide(r, ctx, NGX_HTTP_MONETIZE_DENY_SCOPE);
+        return;
+    }
+
     ctx->authenticated = 1;
     ctx->balance = info->balance;
 
@@ -393,6 +485,44 @@ ngx_http_monetize_gate_check_key(ngx_http_request_t *r,
     }
 
     ngx_http_monetize_gate_charge(r, ctx);
+}
+
+
+/*
+ * monetize_gate on scope=NAME: a provider's token by its scope or scp
+ * claim, an API key by the scopes it was made with; our own session
+ * tokens have none.
+ */
+
+static ngx_uint_t
+ngx_http_monetize_gate_has_scope(ngx_http_monetize_gate_ctx_t *ctx,
+    ngx_str_t *scope)
+{
+    u_char  *p, *last, *start;
+
+    if (ctx->idp.claims) {
+        return ngx_http_monetize_jwks_has_scope(&ctx->idp, scope);
+    }
+
+    if (ctx->session) {
+        return 0;
+    }
+
+    last = ctx->info.scopes + ctx->info.scopes_len;
+
+    for (start = p = ctx->info.scopes; p <= last; p++) {
+        if (p == last || *p == ' ') {
+            if ((size_t) (p - start) == scope->len
+                && ngx_strncmp(start, scope->data, scope->len) == 0)
+            {
+                return 1;
+            }
+
+            start = p + 1;
+        }
+    }
+
+    return 0;
 }
 
 

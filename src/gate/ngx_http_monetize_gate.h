@@ -16,6 +16,7 @@
 
 #include "ngx_http_monetize.h"
 #include "ngx_http_monetize_limit.h"
+#include "ngx_http_monetize_jwks.h"
 
 
 #define NGX_HTTP_MONETIZE_COST_MAX  1000000000
@@ -56,7 +57,8 @@ typedef enum {
     NGX_HTTP_MONETIZE_DENY_TOKEN_INVALID,
     NGX_HTTP_MONETIZE_DENY_TOKEN_EXPIRED,
     NGX_HTTP_MONETIZE_DENY_NOT_VERIFIED,
-    NGX_HTTP_MONETIZE_DENY_PAST_DUE
+    NGX_HTTP_MONETIZE_DENY_PAST_DUE,
+    NGX_HTTP_MONETIZE_DENY_SCOPE
 } ngx_http_monetize_deny_e;
 
 
@@ -71,6 +73,7 @@ typedef struct {
     ngx_uint_t                       fail_mode;      /* local, closed */
     ngx_flag_t                       quota;
     ngx_uint_t                       past_due;       /* allow, deny */
+    ngx_str_t                        scope;          /* empty: any */
 } ngx_http_monetize_gate_loc_conf_t;
 
 
@@ -104,6 +107,7 @@ typedef struct {
     const char                      *why;           /* of a bad credential */
     ngx_uint_t                       uri_changes;   /* when it was denied */
     ngx_buf_t                       *answer;        /* the JSON, to send */
+    ngx_http_monetize_jwks_token_t   idp;           /* a provider's token */
     unsigned                         waited:1;      /* resume the phases */
     unsigned                         denied:1;      /* nginx finalizes it */
     unsigned                         deny_headers:1;

@@ -63,7 +63,10 @@ static ngx_http_monetize_denial_t  ngx_http_monetize_denials[] = {
     { NGX_HTTP_MONETIZE_KEY_NOT_VERIFIED, 0, NULL, NULL },
     { -1, NGX_HTTP_MONETIZE_PAYMENT_REQUIRED, "payment_past_due",
       "the last payment of this account's subscription failed; update the "
-      "payment method (POST /v1/billing/portal) or buy credits" }
+      "payment method (POST /v1/billing/portal) or buy credits" },
+    { -1, NGX_HTTP_FORBIDDEN, "forbidden",
+      "this credential's scopes do not include the one this location "
+      "needs" }
 };
 
 

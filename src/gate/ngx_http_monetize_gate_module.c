@@ -26,6 +26,8 @@ static ngx_int_t ngx_http_monetize_gate_body_filter(ngx_http_request_t *r,
 static ngx_int_t ngx_http_monetize_gate_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_monetize_gate_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_monetize_gate_claim_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 static ngx_int_t ngx_http_monetize_gate_add_variables(ngx_conf_t *cf);
 static void *ngx_http_monetize_gate_create_main_conf(ngx_conf_t *cf);
@@ -82,7 +84,7 @@ static ngx_conf_enum_t  ngx_http_monetize_log_levels[] = {
 static ngx_command_t  ngx_http_monetize_gate_commands[] = {
 
     { ngx_string("monetize_gate"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_http_monetize_gate,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_monetize_gate_loc_conf_t, enable),
@@ -195,6 +197,10 @@ static ngx_http_variable_t  ngx_http_monetize_gate_vars[] = {
 
     { ngx_string("monetize_auth"), NULL, ngx_http_monetize_gate_variable,
       4, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("monetize_jwt_claim_"), NULL,
+      ngx_http_monetize_gate_claim_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_PREFIX, 0 },
 
       ngx_http_null_variable
 };
@@ -425,6 +431,49 @@ ngx_http_monetize_gate_variable(ngx_http_request_t *r,
 }
 
 
+/* $monetize_jwt_claim_NAME: a claim of an identity provider's token */
+
+static ngx_int_t
+ngx_http_monetize_gate_claim_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t *var = (ngx_str_t *) data;
+
+    ngx_str_t                      name, value;
+    ngx_int_t                      rc;
+    ngx_http_monetize_gate_ctx_t  *ctx;
+
+    ctx = ngx_http_monetize_gate_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->authenticated || ctx->idp.claims == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    name.data = var->data + sizeof("monetize_jwt_claim_") - 1;
+    name.len = var->len - (sizeof("monetize_jwt_claim_") - 1);
+
+    rc = ngx_http_monetize_jwks_claim(r, &ctx->idp, &name, &value);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = value.data;
+    v->len = value.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_monetize_gate_add_variables(ngx_conf_t *cf)
 {
@@ -500,6 +549,11 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_core_loc_conf_t       *clcf;
     ngx_http_monetize_main_conf_t  *mcf;
 
+    /* the scope goes with the monetize_gate that names it */
+    if (conf->enable == NGX_CONF_UNSET) {
+        conf->scope = prev->scope;
+    }
+
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->cost, prev->cost, NULL);
     ngx_conf_merge_uint_value(conf->deny_log_level, prev->deny_log_level,
@@ -566,21 +620,71 @@ ngx_http_monetize_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static char *
 ngx_http_monetize_gate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    char                           *rv;
+    ngx_http_monetize_gate_loc_conf_t *glcf = conf;
+
+    u_char                         *p;
+    ngx_str_t                      *value, s;
     ngx_http_monetize_main_conf_t  *mcf;
 
-    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
-
-    if (rv == NGX_CONF_OK
-        && ((ngx_http_monetize_gate_loc_conf_t *) conf)->enable)
-    {
-        /* the core checks that its stores are there for us */
-        mcf = ngx_http_conf_get_module_main_conf(cf,
-                                                 ngx_http_monetize_module);
-        mcf->gate_used = 1;
+    if (glcf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
     }
 
-    return rv;
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "on") == 0) {
+        glcf->enable = 1;
+
+    } else if (ngx_strcmp(value[1].data, "off") == 0 && cf->args->nelts == 2)
+    {
+        glcf->enable = 0;
+        return NGX_CONF_OK;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "monetize_gate: invalid value \"%V\", give on "
+                           "[scope=NAME] or off", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* scope=NAME: a name as POST /keys takes it */
+
+    if (cf->args->nelts == 3) {
+        s = value[2];
+
+        if (s.len <= 6 || s.len > 6 + 64
+            || ngx_strncmp(s.data, "scope=", 6) != 0)
+        {
+            goto invalid;
+        }
+
+        for (p = s.data + 6; p < s.data + s.len; p++) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                  || (*p >= '0' && *p <= '9')
+                  || ngx_strlchr((u_char *) ":._/-",
+                                 (u_char *) ":._/-" + 5, *p)))
+            {
+                goto invalid;
+            }
+        }
+
+        glcf->scope.data = s.data + 6;
+        glcf->scope.len = s.len - 6;
+    }
+
+    /* the core checks that its stores are there for us */
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_monetize_module);
+    mcf->gate_used = 1;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "monetize_gate: invalid parameter \"%V\", give "
+                       "scope=NAME (1 to 64 letters, digits or \":._/-\")",
+                       &value[2]);
+    return NGX_CONF_ERROR;
 }
 
 

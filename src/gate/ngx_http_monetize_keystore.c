@@ -41,7 +41,7 @@ typedef struct {
 static ngx_int_t ngx_http_monetize_keystore_lookup(ngx_http_request_t *r,
     u_char *hash, ngx_http_monetize_key_info_t *info, ngx_msec_t deadline,
     ngx_http_monetize_keystore_pt handler, const char *sql,
-    ngx_str_t *param);
+    ngx_str_t *params, ngx_uint_t n);
 static void ngx_http_monetize_keystore_result(
     ngx_http_monetize_pg_query_t *q);
 static ngx_int_t ngx_http_monetize_keystore_copy(u_char *dst, size_t size,
@@ -50,13 +50,22 @@ static void ngx_http_monetize_keystore_notify(void *data, const char *channel,
     const char *payload);
 
 
-/* in sql/009_sessions.sql: one row, or none for a hash of no key */
+/*
+ * in sql/009_sessions.sql: one row, or none for a hash of no key; and the
+ * key's scopes (sql/020_identities.sql)
+ */
 static const char  ngx_http_monetize_keystore_sql[] =
-    "SELECT * FROM monetize_gate_key($1)";
+    "SELECT g.*, array_to_string(k.scopes, ' ')"
+    "  FROM monetize_gate_key($1) g JOIN api_keys k ON k.id = g.key_id";
 
 /* the same columns, for an account */
 static const char  ngx_http_monetize_keystore_session_sql[] =
     "SELECT * FROM monetize_gate_session($1)";
+
+/* the same, for an identity provider's user (sql/020_identities.sql) */
+static const char  ngx_http_monetize_keystore_identity_sql[] =
+    "SELECT * FROM monetize_gate_session("
+    "monetize_identity_user($1, $2, $3, $4, $5))";
 
 
 /*
@@ -82,7 +91,7 @@ ngx_http_monetize_keystore_find(ngx_http_request_t *r, u_char *hash,
 
     return ngx_http_monetize_keystore_lookup(r, hash, info, deadline, handler,
                                              ngx_http_monetize_keystore_sql,
-                                             &hex);
+                                             &hex, 1);
 }
 
 
@@ -116,17 +125,81 @@ ngx_http_monetize_keystore_find_session(ngx_http_request_t *r,
 
     return ngx_http_monetize_keystore_lookup(r, hash, info, deadline, handler,
                                      ngx_http_monetize_keystore_session_sql,
-                                     user_id);
+                                     user_id, 1);
+}
+
+
+/*
+ * An identity provider's user: its account, made on first sight with
+ * monetize_jwt_autoprovision, cached as a session's under the keyed hash
+ * of "jwt:<issuer>\0<subject>" (the issuer is the configured one, which
+ * has no NUL: whatever the subject holds, two pairs never share a name).
+ */
+
+ngx_int_t
+ngx_http_monetize_keystore_find_identity(ngx_http_request_t *r,
+    ngx_str_t *issuer, ngx_str_t *subject, ngx_str_t *email, u_char *hash,
+    ngx_http_monetize_key_info_t *info, ngx_msec_t deadline,
+    ngx_http_monetize_keystore_pt handler)
+{
+    u_char                         *p;
+    ngx_str_t                       name, params[5];
+    ngx_http_monetize_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_monetize_module);
+
+    name.len = sizeof("jwt:") - 1 + issuer->len + 1 + subject->len;
+    name.data = ngx_pnalloc(r->pool, name.len);
+    if (name.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(name.data, "jwt:", sizeof("jwt:") - 1);
+    p = ngx_cpymem(p, issuer->data, issuer->len);
+    *p++ = '\0';
+    ngx_memcpy(p, subject->data, subject->len);
+
+    if (ngx_http_monetize_key_hash_raw(&mcf->key_secret, &name, hash)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    params[0] = *issuer;
+    params[1] = *subject;
+
+    if (mcf->jwt_autoprovision) {
+        ngx_str_set(&params[2], "t");
+
+    } else {
+        ngx_str_set(&params[2], "f");
+    }
+
+    params[3] = *email;
+
+    params[4].data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (params[4].data == NULL) {
+        return NGX_ERROR;
+    }
+
+    params[4].len = ngx_sprintf(params[4].data, "%i", mcf->signup_credits)
+                    - params[4].data;
+
+    return ngx_http_monetize_keystore_lookup(r, hash, info, deadline, handler,
+                                     ngx_http_monetize_keystore_identity_sql,
+                                     params, 5);
 }
 
 
 static ngx_int_t
 ngx_http_monetize_keystore_lookup(ngx_http_request_t *r, u_char *hash,
     ngx_http_monetize_key_info_t *info, ngx_msec_t deadline,
-    ngx_http_monetize_keystore_pt handler, const char *sql, ngx_str_t *param)
+    ngx_http_monetize_keystore_pt handler, const char *sql, ngx_str_t *params,
+    ngx_uint_t n)
 {
     u_char                            *value;
     uint64_t                           generation;
+    ngx_uint_t                         i;
     ngx_http_monetize_pg_query_t      *q;
     ngx_http_monetize_main_conf_t     *mcf;
     ngx_http_monetize_keystore_ctx_t  *kc;
@@ -143,11 +216,27 @@ ngx_http_monetize_keystore_lookup(ngx_http_request_t *r, u_char *hash,
     }
 
     kc = ngx_pcalloc(r->pool, sizeof(ngx_http_monetize_keystore_ctx_t));
-    value = ngx_pnalloc(r->pool, param->len + 1);
-    q = ngx_http_monetize_pg_query_create(r->pool, 1);
+    q = ngx_http_monetize_pg_query_create(r->pool, n);
 
-    if (kc == NULL || value == NULL || q == NULL) {
+    if (kc == NULL || q == NULL) {
         return NGX_ERROR;
+    }
+
+    /* an empty value is SQL's NULL (an identity without an address) */
+
+    for (i = 0; i < n; i++) {
+        if (params[i].len == 0) {
+            q->params[i] = NULL;
+            continue;
+        }
+
+        value = ngx_pnalloc(r->pool, params[i].len + 1);
+        if (value == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_cpystrn(value, params[i].data, params[i].len + 1);
+        q->params[i] = (const char *) value;
     }
 
     kc->request = r;
@@ -157,10 +246,7 @@ ngx_http_monetize_keystore_lookup(ngx_http_request_t *r, u_char *hash,
     kc->handler = handler;
     ngx_memcpy(kc->hash, hash, NGX_HTTP_MONETIZE_HASH_SIZE);
 
-    ngx_cpystrn(value, param->data, param->len + 1);
-
     q->sql = sql;
-    q->params[0] = (const char *) value;
     q->handler = ngx_http_monetize_keystore_result;
     q->data = kc;
 
@@ -262,6 +348,16 @@ ngx_http_monetize_keystore_result(ngx_http_monetize_pg_query_t *q)
 
         if (ngx_http_monetize_pg_get_str(q, 0, 10, &value) == NGX_OK) {
             info->past_due = (value.len && value.data[0] == 't');
+        }
+
+        /* a key's scopes past the room for them: the key has none here */
+
+        if (PQnfields(q->result) > 11
+            && ngx_http_monetize_pg_get_str(q, 0, 11, &value) == NGX_OK
+            && value.len <= NGX_HTTP_MONETIZE_SCOPES_LEN)
+        {
+            ngx_memcpy(info->scopes, value.data, value.len);
+            info->scopes_len = (u_char) value.len;
         }
     }
 

@@ -27,6 +27,10 @@ ngx_int_t ngx_http_monetize_keystore_find(ngx_http_request_t *r,
 ngx_int_t ngx_http_monetize_keystore_find_session(ngx_http_request_t *r,
     ngx_str_t *user_id, u_char *hash, ngx_http_monetize_key_info_t *info,
     ngx_msec_t deadline, ngx_http_monetize_keystore_pt handler);
+ngx_int_t ngx_http_monetize_keystore_find_identity(ngx_http_request_t *r,
+    ngx_str_t *issuer, ngx_str_t *subject, ngx_str_t *email, u_char *hash,
+    ngx_http_monetize_key_info_t *info, ngx_msec_t deadline,
+    ngx_http_monetize_keystore_pt handler);
 void ngx_http_monetize_keystore_listen(ngx_http_monetize_main_conf_t *mcf);
 
 

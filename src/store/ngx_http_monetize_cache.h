@@ -16,6 +16,7 @@
 #define NGX_HTTP_MONETIZE_HASH_SIZE   32      /* raw HMAC-SHA256 */
 #define NGX_HTTP_MONETIZE_UUID_LEN    36
 #define NGX_HTTP_MONETIZE_PLAN_LEN    32
+#define NGX_HTTP_MONETIZE_SCOPES_LEN  255     /* a key's, space-separated */
 
 
 /* What the gate knows of an API key, as cached for all workers. */
@@ -35,6 +36,8 @@ typedef struct {
     int64_t                 balance;        /* last known */
     int32_t                 rate;           /* the plan's, a second */
     int32_t                 burst;
+    u_char                  scopes_len;
+    u_char                  scopes[NGX_HTTP_MONETIZE_SCOPES_LEN];
 } ngx_http_monetize_key_info_t;
 
 
