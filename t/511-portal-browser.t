@@ -3,7 +3,10 @@
 # through the mail, logs in, creates a key, calls the gated API with it
 # (outside the browser), sees the calls in the chart, stays logged in past
 # the access token's life (the refresh token in its HttpOnly cookie),
-# rotates and revokes the key; buys a credit pack (to the fake Stripe's
+# rotates and revokes the key; sees Downloads in the menu only once its
+# plan has a product, gets a download link (the bytes fetched outside the
+# browser, a download_logs row; a plan that lost the product is told so in
+# words); buys a credit pack (to the fake Stripe's
 # Checkout and back; Stripe's signed webhook arrives, and the page shows
 # the new balance), opens the billing portal; a stolen refresh token
 # reused revokes the family and the browser must log in again; logs out.
