@@ -21,6 +21,8 @@ let refreshing = null;      /* one refresh at a time: a spent token reused
 let me = null;              /* GET /me, for the nav and the dashboard */
 let wanted = null;          /* the route asked for before logging in */
 let notice = null;          /* said once the next page is drawn */
+let products = null;        /* GET /downloads: the nav shows Downloads
+                               only when the plan has some */
 
 const main = document.getElementById('main');
 const statusBox = document.getElementById('status');
@@ -179,6 +181,8 @@ const WORDS = {
     upstream_error: 'The payment provider refused the request. '
                     + 'Please try again later.',
     negative_balance: 'The balance cannot go below zero.',
+    subscription_required: 'Your plan does not include this. The plans '
+                           + 'are on the Billing page.',
 };
 
 class ApiError extends Error {
@@ -288,6 +292,7 @@ async function api(method, path, body) {
 function loggedOut(message, kind) {
     access = null;
     me = null;
+    products = null;
     nav();
     notice = message ? [message, kind || 'error'] : null;
     if (location.hash !== '#login') {
@@ -460,8 +465,19 @@ function pageReset(params) {
 
 async function loadMe() {
     me = await api('GET', 'me');
+    await loadProducts();
     nav();
     return me;
+}
+
+/* for the nav only: if the list cannot be had, the link stays hidden
+   (the page itself says why) */
+async function loadProducts() {
+    try {
+        products = (await api('GET', 'downloads')).products || [];
+    } catch (e) {
+        products = [];
+    }
 }
 
 function stat(label, value) {
@@ -694,6 +710,38 @@ async function pageBilling(params) {
 }
 
 
+async function pageDownloads() {
+    const r = await api('GET', 'downloads');
+    products = r.products || [];
+    view('Downloads', products.length
+        ? [h('p', {}, 'Each link is yours alone and works for a limited '
+             + 'time: get a new one when it has expired.'),
+           h('div', {class: 'plans'}, products.map(downloadCard))]
+        : h('p', {}, 'Your plan includes no downloads. The plans are on ',
+            h('a', {href: '#billing'}, 'the Billing page'), '.'));
+}
+
+function downloadCard(p) {
+    const out = h('div', {class: 'download'});
+    const get = h('button', {type: 'button', 'data-product': p.id,
+                             'aria-label': 'Get download link for '
+                                           + p.name},
+                  'Get download link');
+    get.addEventListener('click', () => attempt(get, async () => {
+        out.replaceChildren();
+        const t = await api('POST', 'downloads/token', {product: p.id});
+        out.replaceChildren(
+            h('p', {}, h('a', {href: t.url, download: true},
+                         'Download ' + p.name)),
+            h('p', {class: 'hint'}, 'The link works until '
+              + when(t.expires_at) + '. Anyone who has it can use it '
+              + 'until then: keep it to yourself.'));
+        say('The download link for ' + p.name + ' is ready.');
+    }));
+    return h('section', {class: 'card'}, h('h2', {}, p.name), get, out);
+}
+
+
 /* after a checkout: the credits come with Stripe's webhook, a moment
    later; look for a minute, while the billing page is shown */
 async function watchBalance(before) {
@@ -893,6 +941,7 @@ const PAGES = {
     dashboard: {page: pageDashboard, auth: true},
     keys: {page: pageKeys, auth: true},
     billing: {page: pageBilling, auth: true},
+    downloads: {page: pageDownloads, auth: true},
     'admin/users': {page: pageUsers, auth: true, admin: true},
     'admin/audit': {page: pageAudit, auth: true, admin: true},
     'admin/webhooks': {page: pageWebhooks, auth: true, admin: true},
@@ -906,6 +955,8 @@ function nav() {
     for (const li of n.querySelectorAll('.admin')) {
         li.hidden = !(me && me.user && me.user.is_admin);
     }
+    document.getElementById('nav-downloads').hidden = !(products
+                                                        && products.length);
     const name = location.hash.slice(1).split('?')[0];
     for (const a of n.querySelectorAll('a')) {
         if (a.getAttribute('href') === '#' + name) {
@@ -937,6 +988,9 @@ async function route() {
     }
     if (p.admin && !(me && me.user)) {
         await loadMe();
+    }
+    if (p.auth && products === null) {
+        await loadProducts();
     }
     if (p.admin && !me.user.is_admin) {
         view('Operators only', h('p', {}, WORDS.forbidden));

@@ -3,7 +3,10 @@
 # through the mail, logs in, creates a key, calls the gated API with it
 # (outside the browser), sees the calls in the chart, stays logged in past
 # the access token's life (the refresh token in its HttpOnly cookie),
-# rotates and revokes the key; buys a credit pack (to the fake Stripe's
+# rotates and revokes the key; sees Downloads in the menu only once its
+# plan has a product, gets a download link (the bytes fetched outside the
+# browser, a download_logs row; a plan that lost the product is told so in
+# words); buys a credit pack (to the fake Stripe's
 # Checkout and back; Stripe's signed webhook arrives, and the page shows
 # the new balance), opens the billing portal; a stolen refresh token
 # reused revokes the family and the browser must log in again; logs out.
@@ -17,10 +20,23 @@ use warnings;
 use lib 't/lib';
 use Test::Monetize;
 use Sessions;
+use JSON::PP;
 
 my $TTL = 3;        # the access token's life, seconds
 my $CREDITS = 100;  # monetize_signup_credits
 my $WHSEC = 'whsec_portal_test_0123456789';
+
+# the file of a product the customer's plan includes (the browser inserts
+# the product, for the free plan); one of another plan's, never listed
+my $files = Test::Monetize::new_dir('files');
+my $product = 'cli-tool';
+my $content = join '', map { chr(32 + ($_ * 7) % 95) } 1 .. 54321;
+open my $fh, '>', "$files/$product" or die "$files/$product: $!";
+print $fh $content;
+close $fh;
+Test::Monetize::psql("INSERT INTO products (id, name, source, plans)"
+                     . " VALUES ('pro-tool', 'Pro tool', '/srv/pro.zip',"
+                     . " '{professional}')");
 
 my $smtp = Test::Monetize::Smtp->start;
 my $stripe = Test::Monetize::FakeStripe->start;
@@ -40,7 +56,7 @@ my $ngx = Test::Monetize::Nginx->start(
         . "monetize_stripe_webhook_secret $WHSEC;\n"
         . 'monetize_cache zone=keys:1m ttl=3600s;',
     api_limit => $Sessions::NO_LIMIT,
-    config => <<'CONF');
+    config => <<'CONF' . <<"CONF2");
     location /v1/ { monetize_api; monetize_session_cookie on insecure; }
     location /portal/ { monetize_portal "title=Example API"; }
     location /api/ {
@@ -50,6 +66,11 @@ my $ngx = Test::Monetize::Nginx->start(
     }
     location /backend/ { return 200 "ok\n"; }
 CONF
+    location ~ ^/downloads/(?<product>[A-Za-z0-9._-]+)\$ {
+        monetize_download on product=\$product;
+        alias $files/\$product;
+    }
+CONF2
 
 # the operator: an account made admin as scripts/admin does
 my $admin = Sessions::register($ngx, 'root@example.com', 'operator password');
@@ -59,12 +80,18 @@ Test::Monetize::psql('UPDATE users SET is_admin = true, email_verified = true'
 my $shots = Test::Monetize::new_dir('screenshots');
 my $email = 'ada@example.com';
 
+# the browser's psql (products changed as the page is open) needs this
+%ENV = (%ENV, %{Test::Monetize::_pg_env()});
+
 # bounded: one browser, and at most four minutes of it
 open my $py, '-|', 'timeout', '-k', '10', '240', '/usr/bin/python3',
     't/lib/portal_browser.py', '--base', "http://127.0.0.1:$port",
     '--mail', $smtp->dir . '/mail', '--shots', $shots, '--email', $email,
     '--admin', 'root@example.com', '--ttl', $TTL, '--credits', $CREDITS,
-    '--stripe', $stripe->url, '--webhook-secret', $WHSEC
+    '--stripe', $stripe->url, '--webhook-secret', $WHSEC,
+    '--psql', JSON::PP->new->canonical->encode(Test::Monetize::_psql_cmd(
+        Test::Monetize::database(), '-t', '--csv')),
+    '--product', $product, '--file', "$files/$product"
     or die "python3: $!";
 my $lines = 0;
 while (my $line = <$py>) {
@@ -78,7 +105,7 @@ while (my $line = <$py>) {
 }
 close $py;
 is $? >> 8, 0, 'the browser run ends well (not killed by the timeout)';
-cmp_ok $lines, '>=', 60, 'every check of the browser ran';
+cmp_ok $lines, '>=', 72, 'every check of the browser ran';
 diag "screenshots in $shots";
 
 my ($user) = Test::Monetize::psql(
@@ -102,6 +129,20 @@ my ($bought) = Test::Monetize::psql(
     'SELECT sum(delta), count(*) FROM credit_ledger'
     . ' WHERE user_id = $1 AND kind = \'purchase\'', $user->[0]);
 is_deeply $bought, [1000, 1], 'the pack bought: one purchase of 1000';
+
+# the download through the link: a row of download_logs (a worker writes
+# its rows once a second)
+my $dl;
+for (1 .. 50) {
+    ($dl) = Test::Monetize::psql(
+        'SELECT count(*), coalesce(sum(bytes), 0), min(status)'
+        . '  FROM download_logs WHERE user_id = $1 AND product_id = $2',
+        $user->[0], $product);
+    last if $dl->[0] > 0;
+    select undef, undef, undef, 0.2;
+}
+is_deeply $dl, [1, length $content, 200],
+    'the download is logged: one row, its bytes, 200';
 
 Test::Monetize::reconcile();
 

@@ -17,6 +17,7 @@ import html5lib
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import urllib.error
@@ -311,6 +312,93 @@ def buy_credits():
     h1('Billing')
 
 
+def psql(sql):
+    """a statement in the test's database, as Test::Monetize::psql runs it"""
+    res = subprocess.run(json.loads(args.psql), input=sql + '\n',
+                         capture_output=True, text=True, timeout=30)
+    if res.returncode:
+        raise RuntimeError('psql: ' + res.stderr)
+    return res.stdout.strip()
+
+
+def fetch_bytes(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as res:
+            return res.status, res.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def downloads():
+    """the Downloads page: shown once the plan has products; a link each"""
+    go('#dashboard')
+    h1('Dashboard')
+    check('no product for the plan: Downloads not in the menu',
+          not css('a[href="#downloads"]').is_displayed())
+    # the file and the location are the .t's; the product, for free plans
+    psql("INSERT INTO products (id, name, source, plans) VALUES"
+         " ('%s', 'Command-line tool', '/srv/cli.bin', '{free}')"
+         % args.product)
+    driver.refresh()
+    check('a product for the plan: Downloads in the menu', h1('Dashboard')
+          and wait(EC.visibility_of_element_located(
+              (By.CSS_SELECTOR, 'a[href="#downloads"]'))),
+          text_of('header'))
+    css('a[href="#downloads"]').click()
+    check('the downloads page', h1('Downloads'), status_text())
+    text = text_of('main')
+    check('... lists the plan\'s product, not the others',
+          'Command-line tool' in text and 'Pro tool' not in text, text)
+    shot('downloads')
+
+    button = '//main//button[normalize-space()="Get download link"]'
+    driver.find_element(By.XPATH, button).click()
+    try:
+        wait(EC.presence_of_element_located((By.CSS_SELECTOR,
+                                             'main a[download]')))
+        ok = True
+    except TimeoutException:
+        ok = False
+    check('a download link, with the token', ok, status_text())
+    if not ok:
+        return
+    link = css('main a[download]')
+    url = link.get_attribute('href')
+    check('... to the download location, with ?token=', url.startswith(
+        args.base + '/downloads/%s?token=' % args.product), url)
+    check('... saying until when it works',
+          re.search(r'works until \d{4}-\d\d-\d\d \d\d:\d\d UTC',
+                    text_of('main')), text_of('main'))
+    shot('downloads-link')
+    status, body = fetch_bytes(url)
+    with open(args.file, 'rb') as fh:
+        want = fh.read()
+    check('the link, followed outside the browser: the file\'s bytes',
+          status == 200 and body == want, '%s %d bytes' % (status,
+                                                          len(body)))
+    at = url.index('token=') + len('token=')
+    bad = url[:at] + ('B' if url[at] == 'A' else 'A') + url[at + 1:]
+    check('... and with the token altered: refused',
+          fetch_bytes(bad)[0] == 403, bad)
+
+    # the plan stops including the product while the page is open
+    psql("UPDATE products SET plans = '{professional}' WHERE id = '%s'"
+         % args.product)
+    driver.find_element(By.XPATH, button).click()
+    try:
+        wait(lambda d: 'does not include' in status_text())
+        ok = True
+    except TimeoutException:
+        ok = False
+    check('a product the plan no longer has: the error in words', ok
+          and '{' not in status_text(), status_text())
+    check('... and no link shown', not driver.find_elements(
+        By.CSS_SELECTOR, 'main a[download]'))
+    shot('downloads-refused')
+    psql("UPDATE products SET plans = '{free}' WHERE id = '%s'"
+         % args.product)
+
+
 def customer():
     email, password = args.email, 'correct horse battery'
 
@@ -466,6 +554,9 @@ def customer():
     check('... and the 3 credits',
           credits and credits[0].get_attribute('data-value') == '3')
     shot('dashboard')
+
+    if args.psql:
+        downloads()
 
     # the access token expires; the next page refreshes it
     time.sleep(args.ttl + 1.5)
@@ -623,6 +714,9 @@ def main():
         p.add_argument('--' + a, required=True)
     p.add_argument('--stripe', default='')   # the fake Stripe's URL
     p.add_argument('--webhook-secret', default='')
+    p.add_argument('--psql', default='')     # JSON: the psql command
+    p.add_argument('--product', default='')  # a product's id, its file:
+    p.add_argument('--file', default='')
     p.add_argument('--ttl', type=float, required=True)
     p.add_argument('--credits', type=int, required=True)
     args = p.parse_args()
