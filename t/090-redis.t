@@ -214,7 +214,7 @@ __DATA__
 
 === TEST 1: the shared Redis: /health says "redis":"ok"
 --- http_config
-    monetize_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=250ms
+    monetize_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=2s
                    prefix=t090: db=0;
 --- config
     location /v1/ { monetize_api; }
