@@ -62,10 +62,19 @@ $$;
 
 -- POST /billing/checkout {"plan"}: the active plan and its Stripe price
 -- (NULL: it cannot be bought); no row: no such plan.
-CREATE FUNCTION monetize_checkout_plan(p_plan text)
-RETURNS TABLE (id text, stripe_price_id text)
+CREATE FUNCTION monetize_checkout_plan(p_plan text, p_user uuid)
+RETURNS TABLE (id text, stripe_price_id text, subscribed text)
 LANGUAGE sql STABLE AS $$
-    SELECT p.id, p.stripe_price_id
+    SELECT p.id, p.stripe_price_id,
+           (SELECT s.plan_id
+              FROM subscriptions s
+             WHERE s.user_id = p_user
+               AND s.stripe_subscription_id IS NOT NULL
+               AND s.status IN ('active', 'trialing', 'past_due')
+               AND (s.current_period_end IS NULL
+                    OR s.current_period_end > now())
+             ORDER BY s.current_period_end DESC NULLS LAST
+             LIMIT 1)
       FROM plans p
      WHERE p.id = p_plan AND p.active;
 $$;

@@ -106,6 +106,20 @@ is_deeply $res->{json},
      cancel_at_period_end => JSON::PP::true},
     'GET /billing/status: the subscription\'s plan, period and cancellation';
 
+# A second subscription would be billed beside the first: 409, and Stripe
+# is not asked.
+Test::Monetize::psql("UPDATE plans SET stripe_price_id = 'price_pro'"
+                     . " WHERE id = 'professional'");
+$before = () = $fake->requests;
+$res = call(POST => '/v1/billing/checkout', $A, {plan => 'professional'});
+is_deeply [$res->{status}, $res->{json}{error}{code}],
+    [409, 'subscription_exists'],
+    'subscribed already: POST /billing/checkout is 409 subscription_exists'
+    or diag explain $res;
+like $res->{json}{error}{message}, qr{"starter".*billing/portal},
+    '... naming the plan it has and the billing portal';
+is scalar(() = $fake->requests), $before, '... and Stripe was not asked';
+
 Test::Monetize::psql("UPDATE subscriptions SET status = 'past_due'");
 is call(GET => '/v1/billing/status', $A)->{json}{status}, 'past_due',
     '... past_due keeps the plan';
@@ -122,6 +136,9 @@ Test::Monetize::psql("UPDATE subscriptions"
 $res = call(GET => '/v1/billing/status', $A);
 is_deeply [@{$res->{json}}{qw(plan status)}], ['free', 'canceled'],
     '... and once the period has ended, the free plan';
+is call(POST => '/v1/billing/checkout', $A, {plan => 'professional'})
+       ->{status}, 201,
+    '... when a checkout for a plan is open again';
 
 unlike Test::Monetize::_slurp($ngx->error_log_file),
     qr/\[(?:alert|crit)\]|exited on signal/, 'no worker crashed, nothing alerted';

@@ -86,7 +86,8 @@ static const char  ngx_http_monetize_billing_pack_sql[] =
     "  FROM monetize_checkout_pack($1)";
 
 static const char  ngx_http_monetize_billing_plan_sql[] =
-    "SELECT id, stripe_price_id FROM monetize_checkout_plan($1)";
+    "SELECT id, stripe_price_id, subscribed"
+    "  FROM monetize_checkout_plan($1, $2)";
 
 static const char  ngx_http_monetize_billing_status_sql[] =
     "SELECT monetize_billing_status($1)";
@@ -124,7 +125,8 @@ ngx_int_t
 ngx_http_monetize_billing_checkout_handler(ngx_http_request_t *r,
     ngx_http_monetize_api_ctx_t *ctx)
 {
-    ngx_int_t  rc;
+    ngx_int_t   rc;
+    ngx_str_t  *params;
 
     rc = ngx_http_monetize_billing_begin(r, ctx,
                                          NGX_HTTP_MONETIZE_BILLING_PLAN,
@@ -133,9 +135,17 @@ ngx_http_monetize_billing_checkout_handler(ngx_http_request_t *r,
         return rc;
     }
 
+    params = ngx_palloc(r->pool, 2 * sizeof(ngx_str_t));
+    if (params == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    params[0] = ((ngx_http_monetize_billing_t *) ctx->data)->item;
+    params[1] = ctx->caller.user_id;
+
     return ngx_http_monetize_api_query(r, ngx_http_monetize_billing_plan_sql,
-               &((ngx_http_monetize_billing_t *) ctx->data)->item, 1,
-               ngx_http_monetize_billing_plan_result);
+                                       params, 2,
+                                       ngx_http_monetize_billing_plan_result);
 }
 
 
@@ -411,6 +421,20 @@ ngx_http_monetize_billing_plan_result(ngx_http_request_t *r,
 
     } else if (b->price.data == NULL) {
         why = "this plan cannot be bought: it has no Stripe price";
+
+    } else if (!PQgetisnull(q->result, 0, 2)) {
+
+        /*
+         * A second subscription would be billed beside the first: a plan
+         * is changed or cancelled in Stripe's billing portal.
+         */
+
+        return ngx_http_monetize_send_error(r, NGX_HTTP_CONFLICT,
+                   "subscription_exists",
+                   "the account already subscribes to \"%s\": change or "
+                   "cancel the plan in the billing portal "
+                   "(POST /v1/billing/portal)",
+                   PQgetvalue(q->result, 0, 2));
 
     } else {
         return ngx_http_monetize_billing_customer(r);
