@@ -102,11 +102,15 @@ ngx_int_t ngx_http_monetize_stripe_start(
     ngx_http_monetize_stripe_conf_t *conf,
     ngx_http_monetize_stripe_call_t *sc);
 
+/* a NUL-terminated copy in the pool, for libcurl and libpq */
+char *ngx_http_monetize_stripe_cstr(ngx_pool_t *pool, ngx_str_t *s);
+
 
 /*
- * The user's one Stripe customer: users.stripe_customer_id, else made
- * (POST /v1/customers, Idempotency-Key "customer-<user_id>", the key of
- * the registration's job too, so both paths make the same one customer)
+ * In ngx_http_monetize_stripe_customer.c: the user's one Stripe customer:
+ * users.stripe_customer_id, else made (POST /v1/customers,
+ * Idempotency-Key "customer-<user_id>", the key of the registration's job
+ * too, so both paths make the same one customer)
  * and stored once. handler(data, rc, &customer_id): rc NGX_OK; NGX_ERROR
  * (Stripe or PostgreSQL unavailable, or Stripe refused the key) or
  * NGX_DECLINED (Stripe refused the customer with a 4xx, or the account is
