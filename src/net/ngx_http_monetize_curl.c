@@ -192,6 +192,45 @@ ngx_http_monetize_curl_start(ngx_http_monetize_curl_t *t, ngx_msec_t timeout)
 }
 
 
+ngx_int_t
+ngx_http_monetize_curl_append(ngx_pool_t *pool, u_char **buf, size_t *len,
+    size_t *cap, size_t max, ngx_uint_t wipe, char *data, size_t n)
+{
+    u_char  *p;
+    size_t   size;
+
+    if (*len + n > max) {
+        return NGX_ERROR;
+    }
+
+    if (*len + n > *cap) {
+        size = ngx_max(2 * *cap, *len + n);
+        size = ngx_max(size, 4096);
+
+        p = ngx_pnalloc(pool, size);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (*len) {
+            ngx_memcpy(p, *buf, *len);
+
+            if (wipe) {
+                ngx_explicit_memzero(*buf, *len);
+            }
+        }
+
+        *buf = p;
+        *cap = size;
+    }
+
+    ngx_memcpy(*buf + *len, data, n);
+    *len += n;
+
+    return NGX_OK;
+}
+
+
 /*
  * The worker exits: transfers still running are dropped (their owners'
  * cleanups find them stopped), and every socket libcurl had is given back

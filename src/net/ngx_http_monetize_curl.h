@@ -53,5 +53,14 @@ ngx_int_t ngx_http_monetize_curl_start(ngx_http_monetize_curl_t *t,
     ngx_msec_t timeout);
 void ngx_http_monetize_curl_exit(void);
 
+/*
+ * An answer's bytes, as a write callback gets them, appended to a buffer
+ * of the pool that doubles as it fills, up to max bytes (NGX_ERROR
+ * beyond, or without memory). With wipe, an outgrown copy is zeroed.
+ */
+ngx_int_t ngx_http_monetize_curl_append(ngx_pool_t *pool, u_char **buf,
+    size_t *len, size_t *cap, size_t max, ngx_uint_t wipe, char *data,
+    size_t n);
+
 
 #endif /* _NGX_HTTP_MONETIZE_CURL_H_INCLUDED_ */

@@ -224,8 +224,7 @@ ngx_http_monetize_jwks_write(char *ptr, size_t size, size_t nmemb,
 {
     ngx_http_monetize_jwks_t *jw = userdata;
 
-    u_char  *p;
-    size_t   n, want;
+    size_t  n;
 
     n = size * nmemb;
 
@@ -234,25 +233,14 @@ ngx_http_monetize_jwks_write(char *ptr, size_t size, size_t nmemb,
         return 0;
     }
 
-    if (jw->len + n > jw->size) {
-        want = ngx_max(2 * jw->size, jw->len + n);
-        want = ngx_min(want, NGX_HTTP_MONETIZE_JWKS_MAX_BODY);
-
-        p = ngx_pnalloc(jw->fetch, want);
-        if (p == NULL) {
-            return 0;
-        }
-
-        if (jw->len) {
-            ngx_memcpy(p, jw->body, jw->len);
-        }
-
-        jw->body = p;
-        jw->size = want;
+    if (ngx_http_monetize_curl_append(jw->fetch, &jw->body, &jw->len,
+                                      &jw->size,
+                                      NGX_HTTP_MONETIZE_JWKS_MAX_BODY, 0,
+                                      ptr, n)
+        != NGX_OK)
+    {
+        return 0;
     }
-
-    ngx_memcpy(jw->body + jw->len, ptr, n);
-    jw->len += n;
 
     return n;
 }

@@ -442,35 +442,18 @@ ngx_http_monetize_sts_write(char *buf, size_t size, size_t nitems,
 {
     ngx_http_monetize_sts_call_t *sc = data;
 
-    u_char  *p;
-    size_t   n, cap;
+    size_t  n;
 
     n = size * nitems;
 
-    if (sc->answer_len + n > NGX_HTTP_MONETIZE_STS_ANSWER_MAX) {
+    if (ngx_http_monetize_curl_append(sc->pool, &sc->answer,
+                                      &sc->answer_len, &sc->answer_cap,
+                                      NGX_HTTP_MONETIZE_STS_ANSWER_MAX, 1,
+                                      buf, n)
+        != NGX_OK)
+    {
         return 0;
     }
-
-    if (sc->answer_len + n > sc->answer_cap) {
-        cap = ngx_max(2 * sc->answer_cap, sc->answer_len + n);
-        cap = ngx_max(cap, 4096);
-
-        p = ngx_pnalloc(sc->pool, cap);
-        if (p == NULL) {
-            return 0;
-        }
-
-        if (sc->answer_len) {
-            ngx_memcpy(p, sc->answer, sc->answer_len);
-            ngx_explicit_memzero(sc->answer, sc->answer_len);
-        }
-
-        sc->answer = p;
-        sc->answer_cap = cap;
-    }
-
-    ngx_memcpy(sc->answer + sc->answer_len, buf, n);
-    sc->answer_len += n;
 
     return n;
 }
